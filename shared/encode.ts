@@ -1,0 +1,145 @@
+/** PROTOCOL 2 and 3: frames to bytes. Each function allocates exactly one Uint8Array for the whole message. */
+import {
+  FrameType,
+  HEADER_BYTES,
+  MAX_DATA_PAYLOAD,
+  MAX_OPEN_PAYLOAD,
+  MAX_REASON_BYTES,
+  MAX_ROUTE_NAME_BYTES,
+  PING_PAYLOAD_BYTES,
+} from './constants.js';
+import type { Frame, FrameOption } from './frame.js';
+import { truncateUtf8, utf8Encode } from './utf8.js';
+
+function header(type: number, streamId: number, payloadBytes: number): { bytes: Uint8Array; view: DataView } {
+  const bytes = new Uint8Array(HEADER_BYTES + payloadBytes);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  bytes[0] = type;
+  // bytes[1] (flags) stays 0: PROTOCOL 2.2.
+  view.setUint32(2, streamId);
+  return { bytes, view };
+}
+
+function optionsLength(options: readonly FrameOption[]): number {
+  let n = 0;
+  for (const o of options) n += 3 + o.value.length;
+  return n;
+}
+
+function writeOptions(bytes: Uint8Array, view: DataView, at: number, options: readonly FrameOption[]): void {
+  for (const o of options) {
+    bytes[at] = o.tag;
+    view.setUint16(at + 1, o.value.length);
+    bytes.set(o.value, at + 3);
+    at += 3 + o.value.length;
+  }
+}
+
+/** OPEN: throws RangeError for a name or options the protocol cannot carry (a caller bug, not peer input). */
+export function encodeOpen(streamId: number, route: string, options: readonly FrameOption[] = []): Uint8Array {
+  const name = utf8Encode(route);
+  if (name.length < 1 || name.length > MAX_ROUTE_NAME_BYTES) throw new RangeError(`route name length ${name.length}`);
+  for (const o of options) {
+    if (o.tag < 0 || o.tag > 0xff || o.value.length > 0xffff) throw new RangeError('bad option');
+  }
+  const payload = 1 + name.length + optionsLength(options);
+  if (payload > MAX_OPEN_PAYLOAD) throw new RangeError(`OPEN payload ${payload} > ${MAX_OPEN_PAYLOAD}`);
+  const { bytes, view } = header(FrameType.OPEN, streamId, payload);
+  bytes[HEADER_BYTES] = name.length;
+  bytes.set(name, HEADER_BYTES + 1);
+  writeOptions(bytes, view, HEADER_BYTES + 1 + name.length, options);
+  return bytes;
+}
+
+export function encodeOpenOk(streamId: number, options: readonly FrameOption[] = []): Uint8Array {
+  const { bytes, view } = header(FrameType.OPEN_OK, streamId, optionsLength(options));
+  writeOptions(bytes, view, HEADER_BYTES, options);
+  return bytes;
+}
+
+function encodeCodeReason(type: number, streamId: number, code: number, reason: string): Uint8Array {
+  const text = truncateUtf8(reason, MAX_REASON_BYTES);
+  const { bytes, view } = header(type, streamId, 2 + text.length);
+  view.setUint16(HEADER_BYTES, code);
+  bytes.set(text, HEADER_BYTES + 2);
+  return bytes;
+}
+
+export function encodeOpenFail(streamId: number, code: number, reason = ''): Uint8Array {
+  return encodeCodeReason(FrameType.OPEN_FAIL, streamId, code, reason);
+}
+
+export function encodeReset(streamId: number, code: number, reason = ''): Uint8Array {
+  return encodeCodeReason(FrameType.RESET, streamId, code, reason);
+}
+
+export function encodeGoAway(code: number, reason = ''): Uint8Array {
+  return encodeCodeReason(FrameType.GOAWAY, 0, code, reason);
+}
+
+/** DATA: one copy of the payload into the message. Callers split chunks longer than MAX_DATA_PAYLOAD. */
+export function encodeData(streamId: number, data: Uint8Array): Uint8Array {
+  if (data.length < 1 || data.length > MAX_DATA_PAYLOAD) throw new RangeError(`DATA payload ${data.length}`);
+  const { bytes } = header(FrameType.DATA, streamId, data.length);
+  bytes.set(data, HEADER_BYTES);
+  return bytes;
+}
+
+/** Just the 6 header bytes of a DATA frame, for transports that can send header and payload without a copy. */
+export function encodeDataHeader(streamId: number): Uint8Array {
+  return header(FrameType.DATA, streamId, 0).bytes;
+}
+
+export function encodeWindow(streamId: number, consumed: number, window: number): Uint8Array {
+  const { view, bytes } = header(FrameType.WINDOW, streamId, 12);
+  // u64 as two u32 halves: consumed is at most 2^53 - 1, so the high half fits in 21 bits.
+  view.setUint32(HEADER_BYTES, Math.floor(consumed / 0x1_0000_0000));
+  view.setUint32(HEADER_BYTES + 4, consumed >>> 0);
+  view.setUint32(HEADER_BYTES + 8, window);
+  return bytes;
+}
+
+export function encodeFin(streamId: number): Uint8Array {
+  return header(FrameType.FIN, streamId, 0).bytes;
+}
+
+function encodePingPong(type: number, opaque: Uint8Array): Uint8Array {
+  if (opaque.length !== PING_PAYLOAD_BYTES) throw new RangeError('PING payload must be 8 bytes');
+  const { bytes } = header(type, 0, PING_PAYLOAD_BYTES);
+  bytes.set(opaque, HEADER_BYTES);
+  return bytes;
+}
+
+export function encodePing(opaque: Uint8Array): Uint8Array {
+  return encodePingPong(FrameType.PING, opaque);
+}
+
+export function encodePong(opaque: Uint8Array): Uint8Array {
+  return encodePingPong(FrameType.PONG, opaque);
+}
+
+/** Any frame value to bytes (tests and tools; the session uses the specific encoders). */
+export function encodeFrame(frame: Frame): Uint8Array {
+  switch (frame.type) {
+    case FrameType.OPEN:
+      return encodeOpen(frame.streamId, frame.route, frame.options);
+    case FrameType.OPEN_OK:
+      return encodeOpenOk(frame.streamId, frame.options);
+    case FrameType.OPEN_FAIL:
+      return encodeOpenFail(frame.streamId, frame.code, frame.reason);
+    case FrameType.DATA:
+      return encodeData(frame.streamId, frame.data);
+    case FrameType.WINDOW:
+      return encodeWindow(frame.streamId, frame.consumed, frame.window);
+    case FrameType.FIN:
+      return encodeFin(frame.streamId);
+    case FrameType.RESET:
+      return encodeReset(frame.streamId, frame.code, frame.reason);
+    case FrameType.PING:
+      return encodePing(frame.opaque);
+    case FrameType.PONG:
+      return encodePong(frame.opaque);
+    case FrameType.GOAWAY:
+      return encodeGoAway(frame.code, frame.reason);
+  }
+}

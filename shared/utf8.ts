@@ -1,0 +1,21 @@
+const encoder = new TextEncoder();
+// PROTOCOL 3.3: invalid UTF-8 in a reason is replaced, never an error.
+const decoder = new TextDecoder('utf-8', { fatal: false });
+
+export function utf8Encode(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+export function utf8Decode(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}
+
+/** Cut text so that its UTF-8 form fits in maxBytes, never splitting a character. */
+export function truncateUtf8(text: string, maxBytes: number): Uint8Array {
+  const bytes = encoder.encode(text);
+  if (bytes.length <= maxBytes) return bytes;
+  let end = maxBytes;
+  // Back up over continuation bytes (10xxxxxx) so the cut falls on a character boundary.
+  while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
