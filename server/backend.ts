@@ -24,12 +24,13 @@ export function backendError(err: unknown, phase: 'connect' | 'open'): SockgateE
 export function connectBackend(target: Target, opts: ConnectOptions): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
-    if (target.kind === 'unix') socket = net.connect({ path: target.path });
-    else if (target.kind === 'tcp') socket = net.connect({ host: target.host, port: target.port });
+    // allowHalfOpen: a backend's EOF must not end our side too; FIN travels each way on its own (PROTOCOL 4.3).
+    if (target.kind === 'unix') socket = net.connect({ path: target.path, allowHalfOpen: true });
+    else if (target.kind === 'tcp') socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
     else {
       const addr = opts.resolveBuiltin?.(target.name);
       if (!addr) return reject(new SockgateError('SOCKGATE_ERR_ROUTE_UNAVAILABLE', `builtin:${target.name} is not running`));
-      socket = net.connect(addr);
+      socket = net.connect({ ...addr, allowHalfOpen: true });
     }
     const timer = setTimeout(() => {
       cleanup();
