@@ -1,6 +1,7 @@
 /**
- * PROTOCOL 2 and 3: bytes to frames. The decoder checks one whole message (the WebSocket layer has already
- * refused anything over MAX_FRAME_BYTES, PROTOCOL 1.4). Every failure is a SockgateError with a
+ * PROTOCOL 2 and 3: bytes to frames. The decoder checks one whole message. The WebSocket layer should already
+ * have refused anything over MAX_FRAME_BYTES before buffering it (PROTOCOL 1.4); a transport that did not still
+ * gets SOCKGATE_ERR_PROTOCOL_TOO_BIG (1009) here, not a 1002. Every failure is a SockgateError with a
  * SOCKGATE_ERR_PROTOCOL_* code; nothing else is ever thrown. Payloads are views into the message, not copies.
  */
 import {
@@ -8,6 +9,7 @@ import {
   HEADER_BYTES,
   KNOWN_FLAGS,
   MAX_DATA_PAYLOAD,
+  MAX_FRAME_BYTES,
   MAX_OPEN_PAYLOAD,
   MAX_REASON_BYTES,
   PING_PAYLOAD_BYTES,
@@ -59,6 +61,9 @@ function decodeCodeReason(bytes: Uint8Array, view: DataView): { code: number; re
 }
 
 export function decodeFrame(bytes: Uint8Array): Frame {
+  if (bytes.length > MAX_FRAME_BYTES) {
+    throw new SockgateError('SOCKGATE_ERR_PROTOCOL_TOO_BIG', `${bytes.length} bytes > ${MAX_FRAME_BYTES}`);
+  }
   const { type, streamId, payloadBytes } = decodeHeader(bytes);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (type) {

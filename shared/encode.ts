@@ -1,4 +1,8 @@
-/** PROTOCOL 2 and 3: frames to bytes. Each function allocates exactly one Uint8Array for the whole message. */
+/**
+ * PROTOCOL 2 and 3: frames to bytes. Each function allocates exactly one Uint8Array for the whole message.
+ * A value the wire cannot carry (or that the decoder would refuse) is a caller bug: RangeError, never a frame
+ * that DataView silently wrapped.
+ */
 import {
   FrameType,
   HEADER_BYTES,
@@ -6,12 +10,22 @@ import {
   MAX_OPEN_PAYLOAD,
   MAX_REASON_BYTES,
   MAX_ROUTE_NAME_BYTES,
+  MAX_STREAM_ID,
   PING_PAYLOAD_BYTES,
+  isSessionFrameType,
 } from './constants.js';
 import type { Frame, FrameOption } from './frame.js';
 import { truncateUtf8, utf8Encode } from './utf8.js';
 
+function isUint(n: number, max: number): boolean {
+  return Number.isInteger(n) && n >= 0 && n <= max;
+}
+
 function header(type: number, streamId: number, payloadBytes: number): { bytes: Uint8Array; view: DataView } {
+  // PROTOCOL 2.3: stream id 0 is the session's; every other frame names a stream.
+  if (!isUint(streamId, MAX_STREAM_ID) || (streamId === 0) !== isSessionFrameType(type)) {
+    throw new RangeError(`stream id ${streamId} for type 0x${type.toString(16)}`);
+  }
   const bytes = new Uint8Array(HEADER_BYTES + payloadBytes);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   bytes[0] = type;
@@ -20,9 +34,13 @@ function header(type: number, streamId: number, payloadBytes: number): { bytes: 
   return { bytes, view };
 }
 
+/** PROTOCOL 3.1: the bytes an option list takes; RangeError for a tag or value it cannot carry. */
 function optionsLength(options: readonly FrameOption[]): number {
   let n = 0;
-  for (const o of options) n += 3 + o.value.length;
+  for (const o of options) {
+    if (!isUint(o.tag, 0xff) || o.value.length > 0xffff) throw new RangeError(`bad option 0x${o.tag.toString(16)}`);
+    n += 3 + o.value.length;
+  }
   return n;
 }
 
@@ -39,9 +57,6 @@ function writeOptions(bytes: Uint8Array, view: DataView, at: number, options: re
 export function encodeOpen(streamId: number, route: string, options: readonly FrameOption[] = []): Uint8Array {
   const name = utf8Encode(route);
   if (name.length < 1 || name.length > MAX_ROUTE_NAME_BYTES) throw new RangeError(`route name length ${name.length}`);
-  for (const o of options) {
-    if (o.tag < 0 || o.tag > 0xff || o.value.length > 0xffff) throw new RangeError('bad option');
-  }
   const payload = 1 + name.length + optionsLength(options);
   if (payload > MAX_OPEN_PAYLOAD) throw new RangeError(`OPEN payload ${payload} > ${MAX_OPEN_PAYLOAD}`);
   const { bytes, view } = header(FrameType.OPEN, streamId, payload);
@@ -52,12 +67,16 @@ export function encodeOpen(streamId: number, route: string, options: readonly Fr
 }
 
 export function encodeOpenOk(streamId: number, options: readonly FrameOption[] = []): Uint8Array {
-  const { bytes, view } = header(FrameType.OPEN_OK, streamId, optionsLength(options));
+  const payload = optionsLength(options);
+  if (payload > MAX_OPEN_PAYLOAD) throw new RangeError(`OPEN_OK payload ${payload} > ${MAX_OPEN_PAYLOAD}`);
+  const { bytes, view } = header(FrameType.OPEN_OK, streamId, payload);
   writeOptions(bytes, view, HEADER_BYTES, options);
   return bytes;
 }
 
 function encodeCodeReason(type: number, streamId: number, code: number, reason: string): Uint8Array {
+  if (!isUint(code, 0xffff)) throw new RangeError(`code ${code} is not a u16`);
+  // PROTOCOL 3.3: a longer reason is cut (on a character boundary), not an error: it is only for logs.
   const text = truncateUtf8(reason, MAX_REASON_BYTES);
   const { bytes, view } = header(type, streamId, 2 + text.length);
   view.setUint16(HEADER_BYTES, code);
@@ -91,6 +110,8 @@ export function encodeDataHeader(streamId: number): Uint8Array {
 }
 
 export function encodeWindow(streamId: number, consumed: number, window: number): Uint8Array {
+  if (!isUint(consumed, Number.MAX_SAFE_INTEGER)) throw new RangeError(`WINDOW consumed ${consumed}`);
+  if (!isUint(window, 0xffff_ffff)) throw new RangeError(`WINDOW window ${window} is not a u32`);
   const { view, bytes } = header(FrameType.WINDOW, streamId, 12);
   // u64 as two u32 halves: consumed is at most 2^53 - 1, so the high half fits in 21 bits.
   view.setUint32(HEADER_BYTES, Math.floor(consumed / 0x1_0000_0000));

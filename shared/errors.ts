@@ -9,6 +9,8 @@ interface ErrorSpec {
   readonly closeCode?: number;
   /** u16 wire code for OPEN_FAIL / RESET / GOAWAY, for errors that end a stream. */
   readonly wireCode?: number;
+  /** HTTP status, for errors that refuse a WebSocket upgrade before it happens (PROTOCOL 7.3). */
+  readonly httpStatus?: number;
 }
 
 export const ERRORS = {
@@ -55,6 +57,13 @@ export const ERRORS = {
   SOCKGATE_ERR_CONFIG_INVALID: { message: 'invalid configuration' },
   SOCKGATE_ERR_SDK_NOT_CONNECTED: { message: 'the session is not connected' },
   SOCKGATE_ERR_SDK_HANDSHAKE: { message: 'the WebSocket upgrade was refused' },
+  // 7.3 refused before the upgrade, with an HTTP status
+  SOCKGATE_ERR_AUTH_MISSING: { message: 'no credentials were presented', httpStatus: 401 },
+  SOCKGATE_ERR_AUTH_INVALID: { message: 'the credentials are not valid', httpStatus: 401 },
+  SOCKGATE_ERR_AUTH_EXPIRED: { message: 'the credentials have expired', httpStatus: 401 },
+  SOCKGATE_ERR_ORIGIN_FORBIDDEN: { message: 'the request Origin or Host is not allowed', httpStatus: 403 },
+  SOCKGATE_ERR_LIMIT_SESSIONS: { message: 'the gateway has too many sessions', httpStatus: 503 },
+  SOCKGATE_ERR_LIMIT_SESSIONS_PER_IP: { message: 'too many sessions from this address', httpStatus: 429 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -73,6 +82,8 @@ export class SockgateError extends Error {
   readonly closeCode: number | undefined;
   /** u16 wire code when this error ends a stream. */
   readonly wireCode: number | undefined;
+  /** HTTP status when this error refuses a WebSocket upgrade. */
+  readonly httpStatus: number | undefined;
 
   constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
     const spec: ErrorSpec = ERRORS[code];
@@ -81,6 +92,7 @@ export class SockgateError extends Error {
     this.code = code;
     this.closeCode = spec.closeCode;
     this.wireCode = spec.wireCode;
+    this.httpStatus = spec.httpStatus;
   }
 }
 

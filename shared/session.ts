@@ -28,9 +28,10 @@ import {
   encodeReset,
   encodeWindow,
 } from './encode.js';
-import { SockgateError, closeCodeOf, codeFromClose, codeFromWire, wireCodeOf } from './errors.js';
+import { ERRORS, SockgateError, closeCodeOf, codeFromClose, codeFromWire, wireCodeOf } from './errors.js';
 import type { Frame, FrameOption } from './frame.js';
 import { ReceiveWindow, SendCredit } from './flow.js';
+import { truncateUtf8, utf8Decode } from './utf8.js';
 
 /** What a session needs from its WebSocket. */
 export interface Transport {
@@ -170,7 +171,7 @@ export class Stream {
   /** Abort both directions with a code (PROTOCOL 4.4). Pending data is dropped. */
   reset(err: SockgateError = new SockgateError('SOCKGATE_ERR_STREAM_CANCELLED')): void {
     if (this.state === 'closed') return;
-    this.session.sendControl(encodeReset(this.id, wireCodeOf(err), err.message));
+    this.session.sendControl(encodeReset(this.id, wireCodeOf(err), wireReason(err)));
     this.session.closeStream(this, err);
   }
 
@@ -185,7 +186,7 @@ export class Stream {
   /** Refuse a stream the peer opened: sends OPEN_FAIL and closes it. */
   reject(err: SockgateError): void {
     if (this.state !== 'accepting') return;
-    this.session.sendControl(encodeOpenFail(this.id, wireCodeOf(err), err.message));
+    this.session.sendControl(encodeOpenFail(this.id, wireCodeOf(err), wireReason(err)));
     this.session.closeStream(this, err);
   }
 
@@ -202,6 +203,8 @@ export class Session {
   rtt: number | undefined;
   /** True once either side sent GOAWAY: no new streams. */
   goingAway = false;
+  /** We sent GOAWAY (receiving the peer's must not stop us from sending ours). */
+  private sentGoAway = false;
   closed = false;
   readonly now: () => number;
 
@@ -277,9 +280,10 @@ export class Session {
 
   /** Announce that we accept no new streams (PROTOCOL 6.2). */
   goAway(err: SockgateError = new SockgateError('SOCKGATE_ERR_STREAM_SHUTTING_DOWN')): void {
-    if (this.closed || this.goingAway) return;
+    if (this.closed || this.sentGoAway) return;
+    this.sentGoAway = true;
     this.goingAway = true;
-    this.sendControl(encodeGoAway(wireCodeOf(err), err.message));
+    this.sendControl(encodeGoAway(wireCodeOf(err), wireReason(err)));
   }
 
   /** Close the session: every stream ends with err (or a clean close), and the WebSocket is closed. */
@@ -287,20 +291,28 @@ export class Session {
     if (this.closed) return;
     const code = err ? closeCodeOf(err) : 1000;
     const reason = err ? truncateReason(err.message) : '';
-    this.teardown(err ?? new SockgateError('SOCKGATE_ERR_SESSION_CLOSED'), err);
-    this.transport.close(code, reason);
+    try {
+      this.teardown(err ?? new SockgateError('SOCKGATE_ERR_SESSION_CLOSED'), err);
+    } finally {
+      // Even when an adapter callback threw during teardown: a closed session must not leave its WebSocket open.
+      this.transport.close(code, reason);
+    }
   }
 
-  /** The WebSocket closed under us (adapter calls this from its close event). */
+  /** The WebSocket closed under us (adapter calls this from its close event). Never throws. */
   transportClosed(code: number, reason: string): void {
     if (this.closed) return;
     const err = code === 1000 || code === 1001 ? undefined : sessionErrorForClose(code, reason);
-    this.teardown(err ?? new SockgateError(code === 1001 ? 'SOCKGATE_ERR_SESSION_GOING_AWAY' : 'SOCKGATE_ERR_SESSION_CLOSED'), err);
+    try {
+      this.teardown(err ?? new SockgateError(code === 1001 ? 'SOCKGATE_ERR_SESSION_GOING_AWAY' : 'SOCKGATE_ERR_SESSION_CLOSED'), err);
+    } catch {
+      // An adapter callback threw during teardown; every stream was closed all the same (see closeFromTransport).
+    }
   }
 
-  /** A text message arrived: PROTOCOL 1.3. */
+  /** A text message arrived: PROTOCOL 1.3. Never throws. */
   receiveText(): void {
-    this.close(new SockgateError('SOCKGATE_ERR_PROTOCOL_TEXT_FRAME'));
+    this.closeFromTransport(new SockgateError('SOCKGATE_ERR_PROTOCOL_TEXT_FRAME'));
   }
 
   /** One binary WebSocket message arrived. Never throws: bad input closes what it must. */
@@ -310,7 +322,7 @@ export class Session {
     try {
       frame = decodeFrame(message);
     } catch (err) {
-      this.close(err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err }));
+      this.closeFromTransport(err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err }));
       return;
     }
     try {
@@ -318,20 +330,35 @@ export class Session {
     } catch (err) {
       // A throw here is a bug in us or in an adapter callback, never the peer's fault: report it as internal.
       const e = err instanceof SockgateError && err.closeCode !== undefined ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
-      this.close(e);
+      this.closeFromTransport(e);
+    }
+  }
+
+  /** Close on behalf of a transport event (message, text, drain), which must never throw back into the transport. */
+  private closeFromTransport(err: SockgateError): void {
+    try {
+      this.close(err);
+    } catch {
+      // An adapter callback threw while the session closed. The session and its transport are closed all the
+      // same (teardown goes on past a throw), and a transport's event loop is no place to report it.
     }
   }
 
   /** The transport has room again (adapter calls this when bufferedAmount falls). */
   transportDrained(): void {
     if (this.closed) return;
-    // Round-robin, one frame per stream per turn, so a busy stream cannot starve its neighbours.
-    while (this.sendQueue.length > 0 && this.transport.bufferedAmount < this.maxBuffered) {
-      const stream = this.sendQueue.shift()!;
-      stream.queued = false;
-      this.sendOne(stream);
-      if (stream.state !== 'closed' && stream.pendingBytes > 0 && stream.credit.available > 0) this.enqueue(stream);
-      else this.afterSend(stream);
+    try {
+      // Round-robin, one frame per stream per turn, so a busy stream cannot starve its neighbours.
+      while (this.sendQueue.length > 0 && this.transport.bufferedAmount < this.maxBuffered) {
+        const stream = this.sendQueue.shift()!;
+        stream.queued = false;
+        this.sendOne(stream);
+        if (stream.state !== 'closed' && stream.pendingBytes > 0 && stream.credit.available > 0) this.enqueue(stream);
+        else this.afterSend(stream);
+      }
+    } catch (err) {
+      // An onDrain callback threw: as in receive(), an adapter bug closes the session as internal (1011).
+      this.closeFromTransport(new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err }));
     }
   }
 
@@ -426,11 +453,25 @@ export class Session {
 
   private teardown(streamErr: SockgateError, sessionErr: SockgateError | undefined): void {
     this.closed = true;
-    for (const stream of [...this.streams.values()]) this.closeStream(stream, streamErr);
+    // Every stream and the session hear of the close even if an adapter callback throws; the first throw is
+    // rethrown once they all have.
+    let thrown: { err: unknown } | undefined;
+    for (const stream of [...this.streams.values()]) {
+      try {
+        this.closeStream(stream, streamErr);
+      } catch (err) {
+        thrown ??= { err };
+      }
+    }
     for (const p of this.pings.values()) p.reject(streamErr);
     this.pings.clear();
     this.sendQueue.length = 0;
-    this.opts.onClose?.(sessionErr);
+    try {
+      this.opts.onClose?.(sessionErr);
+    } catch (err) {
+      thrown ??= { err };
+    }
+    if (thrown) throw thrown.err;
   }
 
   private isLocalId(id: number): boolean {
@@ -455,6 +496,12 @@ export class Session {
         const stream = this.lookup(frame.streamId);
         if (!stream) return;
         if (stream.state !== 'opening') throw new SockgateError('SOCKGATE_ERR_PROTOCOL', `OPEN_OK for stream ${stream.id} in state ${stream.state}`);
+        // PROTOCOL 3.1: an unknown critical option refuses the stream; past OPEN_OK that is a RESET.
+        const critical = frame.options.find((o) => (o.tag & CRITICAL_OPTION_BIT) !== 0);
+        if (critical) {
+          stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_BAD_OPEN', `unknown critical option 0x${critical.tag.toString(16)} in OPEN_OK`));
+          return;
+        }
         stream.state = 'open';
         stream.onOpen();
         this.maybeFinished(stream);
@@ -538,7 +585,7 @@ export class Session {
       throw new SockgateError('SOCKGATE_ERR_PROTOCOL_BAD_STREAM_ID', `OPEN with stream id ${id}`);
     }
     this.lastRemoteId = id;
-    const refuse = (err: SockgateError): void => this.sendControl(encodeOpenFail(id, wireCodeOf(err), err.message));
+    const refuse = (err: SockgateError): void => this.sendControl(encodeOpenFail(id, wireCodeOf(err), wireReason(err)));
     if (this.goingAway) return refuse(new SockgateError('SOCKGATE_ERR_STREAM_SHUTTING_DOWN'));
     const admitted = this.opts.admitOpen?.();
     if (admitted) return refuse(admitted);
@@ -560,9 +607,20 @@ function keyOf(opaque: Uint8Array): string {
   return s;
 }
 
+/**
+ * The reason to send with a code: the error's detail without the code's own message, which the receiver adds
+ * back (PROTOCOL 7: a backend reason starts with its errno, e.g. `ECONNREFUSED: connect ...`).
+ */
+function wireReason(err: SockgateError): string {
+  const spec = (ERRORS as Record<string, { message: string } | undefined>)[err.code];
+  if (!spec) return err.message;
+  if (err.message === spec.message) return '';
+  return err.message.startsWith(`${spec.message}: `) ? err.message.slice(spec.message.length + 2) : err.message;
+}
+
 function truncateReason(reason: string): string {
-  // WebSocket close reasons are limited to 123 bytes; keep well within it.
-  return reason.length > 100 ? reason.slice(0, 100) : reason;
+  // WebSocket close reasons are limited to 123 bytes of UTF-8 (ws and browsers throw past it), not 123 characters.
+  return utf8Decode(truncateUtf8(reason, 123));
 }
 
 function sessionErrorForClose(code: number, reason: string): SockgateError {

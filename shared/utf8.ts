@@ -1,6 +1,7 @@
 const encoder = new TextEncoder();
-// PROTOCOL 3.3: invalid UTF-8 in a reason is replaced, never an error.
-const decoder = new TextDecoder('utf-8', { fatal: false });
+// PROTOCOL 3.3: invalid UTF-8 in a reason is replaced, never an error. ignoreBOM: a leading U+FEFF is text to
+// keep, not a byte-order mark to strip (stripping it made decode(encode(reason)) lose a character).
+const decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 export function utf8Encode(text: string): Uint8Array {
   return encoder.encode(text);
