@@ -1,0 +1,117 @@
+/**
+ * The engine's Transport over a WebSocket-like object (the browser's WebSocket, ws, or anything shaped like
+ * them), and the drain poller that stands in for the 'drain' event WebSockets do not have.
+ */
+import type { Session, Transport } from '../shared/session.js';
+import { truncateUtf8, utf8Decode } from '../shared/utf8.js';
+
+/** What the SDK uses of a WebSocket: the subset the browser's WebSocket and the `ws` package share. */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly bufferedAmount: number;
+  readonly protocol: string;
+  readonly readyState: number;
+  /** Our messages always own a plain ArrayBuffer (never shared), which is what the DOM's send() asks for. */
+  send(data: Uint8Array<ArrayBuffer>): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: 'open', listener: () => void): void;
+  addEventListener(type: 'message', listener: (event: MessageEventLike) => void): void;
+  addEventListener(type: 'close', listener: (event: CloseEventLike) => void): void;
+  addEventListener(type: 'error', listener: (event: ErrorEventLike) => void): void;
+}
+
+/** A WebSocket class: `new WebSocket(url, protocols)`. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** The events we read, as both the browser and ws deliver them. */
+export interface MessageEventLike {
+  readonly data: unknown;
+}
+export interface CloseEventLike {
+  readonly code: number;
+  readonly reason: string;
+}
+/** Browsers give a plain Event; ws gives an ErrorEvent whose message names the cause (e.g. the HTTP status). */
+export interface ErrorEventLike {
+  readonly message?: string;
+  readonly error?: unknown;
+}
+
+const OPEN = 1;
+/** WebSocket close reasons are limited to 123 bytes of UTF-8 (RFC 6455 5.5.1). */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Bytes of a binary message; the text of a text message; undefined for anything else (a Blob). */
+export function messageData(data: unknown): Uint8Array | string | undefined {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (typeof data === 'string') return data;
+  return undefined;
+}
+
+/** Close a WebSocket without throwing, whatever the code and reason. */
+export function closeWebSocket(ws: WebSocketLike, code: number, reason: string): void {
+  try {
+    ws.close(code, fitCloseReason(reason));
+    return;
+  } catch {
+    // Browsers let scripts send only 1000 and 3000-4999; keep the real code in the reason.
+  }
+  try {
+    ws.close(1000, fitCloseReason(`${code} ${reason}`));
+  } catch {
+    // Already closed, or a WebSocket-like that refuses both: nothing more to do.
+  }
+}
+
+function fitCloseReason(reason: string): string {
+  return utf8Decode(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
+}
+
+export class WebSocketTransport implements Transport {
+  constructor(private readonly ws: WebSocketLike) {}
+
+  send(message: Uint8Array): void {
+    // Only ever called once open; a closing socket drops what it is given, as the engine expects.
+    // shared/encode.ts allocates every message with new Uint8Array(n): its buffer is an ArrayBuffer.
+    if (this.ws.readyState === OPEN) this.ws.send(message as Uint8Array<ArrayBuffer>);
+  }
+
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  close(code: number, reason: string): void {
+    closeWebSocket(this.ws, code, reason);
+  }
+}
+
+/**
+ * WebSockets have no 'drain' event, so while the engine holds DATA for the transport (session.wantsDrain) we
+ * poll bufferedAmount on a short timer and let the engine send more. The timer runs only while wanted.
+ */
+export class DrainPoller {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly session: Session,
+    private readonly intervalMs = 5,
+  ) {}
+
+  /** Call after anything that may have queued DATA in the engine. Cheap when nothing is queued. */
+  check(): void {
+    if (this.timer !== undefined || this.session.closed || !this.session.wantsDrain) return;
+    this.timer = setTimeout(this.tick, this.intervalMs);
+  }
+
+  stop(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private readonly tick = (): void => {
+    this.timer = undefined;
+    this.session.transportDrained();
+    this.check();
+  };
+}
