@@ -1,0 +1,414 @@
+/**
+ * Mux mode (`GET /mux`, PROTOCOL 1 to 6): one WebSocket carries many streams, each bridged to its own backend
+ * socket. The protocol lives in the shared session engine; this file is two thin adapters around it:
+ * `WsTransport` (engine <-> ws WebSocket) and `bridgeStream` (engine Stream <-> net.Socket). Backpressure is the
+ * Node stream contract in both directions: a write that returns false pauses its source until the matching drain.
+ */
+import type net from 'node:net';
+import type { FastifyBaseLogger } from 'fastify';
+import type { RawData, WebSocket } from 'ws';
+import { FrameType, MAX_FRAME_BYTES } from '../shared/constants.js';
+import { SockgateError } from '../shared/errors.js';
+import { Session, type Stream, type Transport } from '../shared/session.js';
+import { truncateUtf8 } from '../shared/utf8.js';
+import { backendError } from './backend.js';
+import { IdleTimer, TokenBucket } from './limits.js';
+import type { Route, Target } from './routes.js';
+
+/**
+ * The limits mux mode uses, declared structurally so the config's `GatewayConfig['limits']` (server/limits.ts
+ * documents each) fits. Optional ones fall back to the engine's defaults or are off when a caller (a bare
+ * handler in tests) leaves them out; the gateway always passes them all.
+ */
+export interface MuxLimits {
+  /** Streams a client may have open at once on one session (more are refused with SOCKGATE_ERR_STREAM_TOO_MANY). */
+  maxStreamsPerSession: number;
+  /** Largest receive window per stream, in bytes (INITIAL_WINDOW..MAX_WINDOW; engine default 4 MiB). */
+  maxWindowBytes?: number;
+  /** Stop sending DATA while the WebSocket holds more than this many bytes not yet sent (engine default 1 MiB). */
+  maxTransportBufferedBytes?: number;
+  /** Raw mode's message limit; mux sessions use the tighter MAX_FRAME_BYTES instead (PROTOCOL 1.4). */
+  maxMessageBytes: number;
+  /** Backend connect timeout in milliseconds (applied by `connect`). */
+  openTimeoutMs: number;
+  /**
+   * OPENs and peer RESETs a session may send per second, sustained; OPENs past it are refused with
+   * SOCKGATE_ERR_STREAM_RATE_LIMITED, and a session that keeps sending them is closed (1008, see runSession).
+   */
+  opensPerSecond?: number;
+  /** Burst allowance for opensPerSecond, in OPENs. */
+  opensBurst?: number;
+  /** Close the session (4002) after this many milliseconds without stream bytes either way; 0 or absent: off. */
+  idleTimeoutMs?: number;
+}
+
+export interface MuxContext {
+  resolveRoute(name: string): Route | undefined;
+  /**
+   * Asked on every OPEN, before the route is looked up: an error (SOCKGATE_ERR_ROUTE_FORBIDDEN) refuses the
+   * stream with OPEN_FAIL. Absent: every route is allowed (the bare handler in tests).
+   */
+  authorize?(route: string): SockgateError | undefined;
+  /** connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. */
+  connect(target: Target): Promise<net.Socket>;
+  limits: MuxLimits;
+  log: FastifyBaseLogger;
+}
+
+/** The engine's default for maxTransportBufferedBytes (shared/session.ts), needed here for the drain mark. */
+const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
+
+/** WebSocket close reasons are at most 123 bytes (RFC 6455 5.5); ws throws on longer ones. */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * The engine's Transport over a `ws` WebSocket, used by the gateway and by the Node test client.
+ * `bufferedAmount` counts bytes handed to ws whose send callback has not fired: ws calls it once the bytes left
+ * for the kernel, so this is our queue plus ws's, the number the engine throttles DATA on. When it falls below
+ * half of `maxBufferedBytes` and the engine has DATA waiting, the engine is told the transport drained.
+ */
+export class WsTransport implements Transport {
+  bufferedAmount = 0;
+  private session: Session | undefined;
+  private readonly drainBelowBytes: number;
+
+  constructor(
+    private readonly ws: WebSocket,
+    maxBufferedBytes: number,
+    /** Called with anything the engine throws from a ws event (a bug: the session is closed 1011). */
+    private readonly onInternalError: (err: unknown) => void = () => {},
+  ) {
+    this.drainBelowBytes = maxBufferedBytes / 2;
+  }
+
+  send(message: Uint8Array): void {
+    const n = message.byteLength;
+    this.bufferedAmount += n;
+    // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down.
+    this.ws.send(message, () => this.sent(n));
+  }
+
+  close(code: number, reason: string): void {
+    try {
+      this.ws.close(code, Buffer.from(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES)));
+    } catch (err) {
+      // ws refuses close codes that may not be sent (e.g. 1006); the session is over either way.
+      this.onInternalError(err);
+      this.ws.terminate();
+    }
+  }
+
+  /** Feed the WebSocket's messages and close to the session. Call once, right after creating the session. */
+  bind(session: Session): void {
+    this.session = session;
+    this.ws.binaryType = 'nodebuffer';
+    this.ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.guard(() => {
+        if (!isBinary) return session.receiveText();
+        const buf = toBuffer(data);
+        // Normally ws has refused it from the frame header already (limitFrameSize); this is the fallback.
+        if (buf.byteLength > MAX_FRAME_BYTES) {
+          return session.close(new SockgateError('SOCKGATE_ERR_PROTOCOL_TOO_BIG', `${buf.byteLength} bytes > ${MAX_FRAME_BYTES}`));
+        }
+        // No copy: ws hands out a fresh buffer per message, which the engine may keep (see Stream.onData).
+        session.receive(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength));
+      });
+    });
+    this.ws.on('close', (code: number, reason: Buffer) => {
+      this.guard(() => session.transportClosed(code, reason.toString()));
+    });
+  }
+
+  private sent(n: number): void {
+    this.bufferedAmount -= n;
+    const session = this.session;
+    if (session && session.wantsDrain && this.bufferedAmount < this.drainBelowBytes) this.guard(() => session.transportDrained());
+  }
+
+  /** Nothing may throw into ws's event handlers: a throw here is our bug, so the session ends as internal. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.onInternalError(err);
+      try {
+        this.session?.close(new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err }));
+      } catch {
+        this.ws.terminate();
+      }
+    }
+  }
+}
+
+/** The first byte of a message (a frame's type), without copying it. */
+function firstByte(data: RawData): number | undefined {
+  if (Array.isArray(data)) return data[0]?.[0];
+  return Buffer.isBuffer(data) ? data[0] : new Uint8Array(data, 0, Math.min(1, data.byteLength))[0];
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+/**
+ * PROTOCOL 1.4: refuse a mux message over MAX_FRAME_BYTES from its header, before buffering it. The ws server's
+ * maxPayload is raw mode's limit for every connection; ws has no public per-connection limit, but its Receiver
+ * reads `_maxPayload` afresh at each frame header, so tightening that field applies from the next frame on.
+ * Returns false when the field is missing (a ws upgrade changed it): the length check in `bind` still applies.
+ */
+export function limitFrameSize(ws: WebSocket): boolean {
+  /** The one private field of ws we touch (ws 8 lib/receiver.js). */
+  interface WsReceiverInternals {
+    _receiver?: { _maxPayload?: unknown };
+  }
+  const receiver = (ws as unknown as WsReceiverInternals)._receiver;
+  if (!receiver || typeof receiver._maxPayload !== 'number') return false;
+  receiver._maxPayload = MAX_FRAME_BYTES;
+  return true;
+}
+
+let sessionSeq = 0;
+
+/** Run one mux session on an upgraded WebSocket (subprotocol already checked). Never throws. */
+export function handleMuxSession(ws: WebSocket, ctx: MuxContext, meta: { remoteAddress: string; principal?: string }): void {
+  const log = ctx.log.child({ mux: ++sessionSeq, remote: meta.remoteAddress, ...(meta.principal !== undefined && { principal: meta.principal }) });
+  try {
+    runSession(ws, ctx, log);
+  } catch (err) {
+    // E.g. limits the engine refuses (a maxWindowBytes outside INITIAL_WINDOW..MAX_WINDOW).
+    log.error({ err }, 'mux session failed to start');
+    ws.terminate();
+  }
+}
+
+function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): void {
+  const startedAt = performance.now();
+  const { limits } = ctx;
+  if (!limitFrameSize(ws)) log.warn('ws internals changed: mux frames are size-checked only after buffering');
+
+  /** Every backend socket of this session until it closes, including ones still flushing after a clean close. */
+  const sockets = new Set<net.Socket>();
+  const totals = { streams: 0, bytesIn: 0, bytesOut: 0 };
+  let sessionError: SockgateError | undefined;
+  // Each OPEN costs a backend connect; a token bucket bounds the rate, peer RESETs included, so that open-then-reset
+  // floods (rapid reset) are held to it. A second bucket of the same size counts OPENs refused for the rate: a
+  // client that keeps sending them (past twice the rate, once the burst is spent) is not slowed down by OPEN_FAIL,
+  // so it is closed with 1008 instead of being answered forever.
+  const burst = limits.opensBurst ?? Math.ceil(limits.opensPerSecond ?? 1);
+  const opens = limits.opensPerSecond ? new TokenBucket(limits.opensPerSecond, burst) : undefined;
+  const refusals = limits.opensPerSecond ? new TokenBucket(limits.opensPerSecond, burst) : undefined;
+  const admitOpen = (): SockgateError | undefined => {
+    const now = performance.now();
+    if (!opens || opens.take(now)) return undefined;
+    if (!refusals!.take(now)) {
+      log.info({ opensPerSecond: limits.opensPerSecond, opensBurst: burst }, 'mux session closed for an OPEN flood');
+      session.close(new SockgateError('SOCKGATE_ERR_SESSION_POLICY', 'OPEN flood: streams opened past opensPerSecond'));
+    }
+    return new SockgateError('SOCKGATE_ERR_STREAM_RATE_LIMITED', `${limits.opensPerSecond} opens/s`);
+  };
+  const maxBuffered = limits.maxTransportBufferedBytes ?? DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES;
+
+  let idle: IdleTimer | undefined;
+
+  const transport = new WsTransport(ws, maxBuffered, (err) => log.error({ err }, 'mux session internal error'));
+  const session = new Session({
+    role: 'server',
+    transport,
+    maxWindowBytes: limits.maxWindowBytes,
+    maxTransportBufferedBytes: maxBuffered,
+    maxIncomingStreams: limits.maxStreamsPerSession,
+    admitOpen: opens ? admitOpen : undefined,
+    onStream(stream, name) {
+      totals.streams++;
+      try {
+        bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle });
+      } catch (err) {
+        log.error({ err, route: name, stream: stream.id }, 'mux stream failed to start');
+        abort(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
+      }
+    },
+    onClose(err) {
+      sessionError = err;
+      idle?.stop();
+      // Streams were closed (and their sockets destroyed) just before; this also takes sockets still flushing.
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    },
+  });
+  if (limits.idleTimeoutMs) idle = new IdleTimer(limits.idleTimeoutMs, () => session.close(new SockgateError('SOCKGATE_ERR_SESSION_IDLE_TIMEOUT')));
+  if (opens) {
+    // A peer RESET takes a token too; it is never refused (the stream is gone either way), so the OPENs after it
+    // pay. Registered before bind() so it sees the frame before the engine does.
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (isBinary && firstByte(data) === FrameType.RESET) opens.take(performance.now());
+    });
+  }
+  transport.bind(session);
+  ws.on('error', (err: Error) => log.debug({ err }, 'mux websocket error'));
+  ws.on('close', (code: number, reason: Buffer) => {
+    log.info(
+      {
+        ...totals,
+        ms: Math.round(performance.now() - startedAt),
+        code,
+        reason: reason.toString(),
+        err: sessionError?.code,
+      },
+      'mux session closed',
+    );
+  });
+  log.info('mux session open');
+  // One PING gives the engine a round-trip time, which window auto-tuning needs (PROTOCOL 5.5); without it,
+  // uploads stay at the initial window per round trip. A session that ends first just rejects it.
+  session.ping().catch(() => {});
+}
+
+interface BridgeScope {
+  ctx: MuxContext;
+  log: FastifyBaseLogger;
+  sockets: Set<net.Socket>;
+  totals: { bytesIn: number; bytesOut: number };
+  /** Touched on stream bytes either way (idleTimeoutMs). */
+  idle: IdleTimer | undefined;
+}
+
+/**
+ * Serve one stream the client opened: connect its route's backend and pipe bytes both ways with credit
+ * returned only as the backend accepts data, FIN mapped to end() / EOF, and every failure mapped to a code.
+ */
+function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeScope): void {
+  const { ctx, log, sockets } = scope;
+  const startedAt = performance.now();
+  // Permission before existence: a credential limited to some routes learns nothing about the others.
+  const denied = ctx.authorize?.(stream.route);
+  if (denied || !route) {
+    stream.onClose = (err) => logClose(err);
+    stream.reject(denied ?? new SockgateError('SOCKGATE_ERR_ROUTE_UNKNOWN', stream.route));
+    return;
+  }
+
+  let socket: net.Socket | undefined;
+  /** Client data and FIN that arrived before the backend connected; the initial window bounds it (PROTOCOL 4.2). */
+  let held: Uint8Array[] = [];
+  let heldEnd = false;
+  /** Bytes written to the backend while its buffer was full: their credit goes back on 'drain'. */
+  let owed = 0;
+  /** The backend sent EOF / the client sent FIN (and we called end()). */
+  let backendEnded = false;
+  let clientEnded = false;
+
+  const toBackend = (chunk: Uint8Array): void => {
+    if (socket!.write(chunk)) stream.consume(chunk.length);
+    else owed += chunk.length;
+  };
+  stream.onData = (chunk) => {
+    scope.idle?.touch();
+    if (socket) toBackend(chunk);
+    else held.push(chunk);
+  };
+  stream.onEnd = () => {
+    clientEnded = true;
+    if (socket) socket.end();
+    else heldEnd = true;
+  };
+  stream.onDrain = () => socket?.resume();
+
+  const onSocketData = (chunk: Buffer): void => {
+    scope.idle?.touch();
+    if (!stream.write(chunk)) socket!.pause();
+  };
+  const onSocketEnd = (): void => {
+    backendEnded = true;
+    stream.end();
+  };
+  const onSocketDrain = (): void => {
+    const n = owed;
+    owed = 0;
+    stream.consume(n);
+  };
+  const onSocketError = (err: Error): void => {
+    if (stream.isClosed) log.debug({ err, stream: stream.id }, 'backend socket error after the stream closed');
+    else stream.reset(backendError(err, 'open'));
+  };
+  const onSocketClose = (): void => {
+    sockets.delete(socket!);
+    // A clean close after both EOFs leaves the stream to flush what it still holds for the client.
+    if (!stream.isClosed && !(backendEnded && clientEnded)) {
+      stream.reset(new SockgateError('SOCKGATE_ERR_BACKEND_RESET', 'the backend closed the connection'));
+    }
+  };
+
+  stream.onClose = (err) => {
+    held = [];
+    if (socket) {
+      socket.off('data', onSocketData);
+      socket.off('end', onSocketEnd);
+      socket.off('drain', onSocketDrain);
+      // Clean: both sides sent EOF, so the socket closes itself once the backend took the last bytes.
+      // 'error' and 'close' stay attached until then; the session destroys it if it ends first.
+      if (err) socket.destroy();
+    }
+    logClose(err);
+  };
+
+  const connected = (s: net.Socket): void => {
+    if (stream.isClosed) {
+      s.destroy(); // reset by the client or the session ended while we were connecting
+      return;
+    }
+    socket = s;
+    sockets.add(s);
+    s.on('data', onSocketData);
+    s.on('end', onSocketEnd);
+    s.on('drain', onSocketDrain);
+    s.on('error', onSocketError);
+    s.on('close', onSocketClose);
+    stream.accept();
+    if (stream.isClosed) return;
+    log.info({ route: route.name, stream: stream.id }, 'mux stream open');
+    const early = held;
+    held = [];
+    for (const chunk of early) toBackend(chunk);
+    if (heldEnd) s.end();
+  };
+  const failed = (err: unknown): void => {
+    if (!(err instanceof SockgateError)) log.error({ err, route: route.name, stream: stream.id }, 'backend connect failed unexpectedly');
+    stream.reject(err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL', undefined, { cause: err }));
+  };
+  ctx.connect(route.target).then(
+    (s) => guarded(() => connected(s)),
+    (err: unknown) => guarded(() => failed(err)),
+  );
+
+  function guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      log.error({ err, route: stream.route, stream: stream.id }, 'mux stream internal error');
+      abort(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
+    }
+  }
+
+  function logClose(err: SockgateError | undefined): void {
+    scope.totals.bytesIn += stream.bytesIn;
+    scope.totals.bytesOut += stream.bytesOut;
+    const fields = {
+      route: stream.route,
+      stream: stream.id,
+      bytesIn: stream.bytesIn,
+      bytesOut: stream.bytesOut,
+      ms: Math.round(performance.now() - startedAt),
+      err: err?.code,
+      reason: err?.message,
+    };
+    log.info(fields, 'mux stream closed');
+  }
+}
+
+/** End a stream with an error whatever its state: OPEN_FAIL before it was accepted, RESET after. */
+function abort(stream: Stream, err: SockgateError): void {
+  if (stream.state === 'accepting') stream.reject(err);
+  else stream.reset(err);
+}

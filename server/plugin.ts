@@ -1,0 +1,345 @@
+/**
+ * The gateway as a Fastify plugin: `app.register(sockgatePlugin, { config })` in any Fastify 5 app. It is not
+ * encapsulated (like fastify-plugin), so its routes and the `websocketServer` decorator land in the app that
+ * registers it. The CLI and createGateway() are thin shells around it.
+ *
+ * Routes: `GET /healthz`, `GET /raw/:route` (raw mode, server/raw.ts), `GET /mux` (the sockgate protocol,
+ * server/mux.ts) and, with `demo: true`, the demo page at `/` and the SDK bundle at `/sockgate.js`.
+ * Every upgrade passes server/admission.ts's checks first (Host and Origin, credential, raw route permission,
+ * session slots) in a preValidation hook; refusals are HTTP answers before the upgrade, as JSON
+ * `{ code, message }`. Inside a user's app the plugin also tightens the server's `headersTimeout` to
+ * `limits.handshakeTimeoutMs`; the app's own `trustProxy` decides the client address.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import net from 'node:net';
+import { extname, join } from 'node:path';
+import fastifyWebsocket from '@fastify/websocket';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { WebSocket } from 'ws';
+import { SUBPROTOCOL } from '../shared/constants.js';
+import { SockgateError, type ErrorCode } from '../shared/errors.js';
+import { createAdmission, type Admitted } from './admission.js';
+import { isBearerProtocol } from './auth.js';
+import { connectBackend } from './backend.js';
+import { formatListen, resolveConfig, type ConfigInput, type GatewayConfig } from './config.js';
+import { packageRoot } from './demo-config.js';
+import { applyHandshakeTimeout } from './limits.js';
+import { handleMuxSession, type MuxContext } from './mux.js';
+import { handleRawConnection, type RawContext } from './raw.js';
+import type { Target } from './routes.js';
+
+export interface SockgatePluginOptions {
+  /** A config from resolveConfig()/loadConfigFile(), or a plain object that is resolved (and checked) here. */
+  config: GatewayConfig | ConfigInput;
+}
+
+/** The subprotocol noVNC offers for raw mode (websockify's binary mode). */
+export const RAW_SUBPROTOCOL = 'binary';
+
+/**
+ * On shutdown, open WebSockets are closed with 1001 and get this long (ms) to finish the closing handshake;
+ * then they are terminated, so a client that never answers cannot hold the shutdown up.
+ */
+export const SHUTDOWN_GRACE_MS = 2000;
+
+/** Files the demo may serve from dist/demo/: a plain name, no path. */
+const DEMO_FILE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Promise<void> {
+  // Checked up front: a bad config fails app.ready() with the key named, before anything listens.
+  const config = resolveConfig(opts?.config);
+  const { limits } = config;
+  if (app.hasDecorator('websocketServer')) {
+    // A second @fastify/websocket would not get our maxPayload and subprotocol choice, and Fastify refuses it.
+    throw new Error('sockgatePlugin registers @fastify/websocket itself: register it in a context without one');
+  }
+
+  /** Every backend socket open now (raw and mux), so that nothing outlives app.close(). */
+  const backends = new Set<net.Socket>();
+  const builtins = new BuiltinServers();
+  app.addHook('onClose', async () => {
+    for (const socket of backends) socket.destroy();
+    backends.clear();
+    await builtins.close();
+  });
+  if ([...config.routes.values()].some((r) => r.target.kind === 'builtin')) await builtins.startEcho();
+
+  const connect = async (target: Target): Promise<net.Socket> => {
+    const socket = await connectBackend(target, {
+      timeoutMs: limits.openTimeoutMs,
+      // undefined when not running: connectBackend then fails with SOCKGATE_ERR_ROUTE_UNAVAILABLE.
+      resolveBuiltin: (name) => builtins.address(name) as { host: string; port: number },
+    });
+    backends.add(socket);
+    socket.once('close', () => backends.delete(socket));
+    return socket;
+  };
+
+  const admission = await createAdmission(config);
+  warnAboutExposure(app, config);
+  // Slowloris: bound the time to send the upgrade request head. createGateway sets it when it creates the
+  // server (with a tight checking interval); inside a user's app it is only ever tightened here.
+  const server = app.server as { headersTimeout?: number };
+  if (typeof server.headersTimeout === 'number' && !(server.headersTimeout > 0 && server.headersTimeout <= limits.handshakeTimeoutMs)) {
+    applyHandshakeTimeout(server as { headersTimeout: number }, limits.handshakeTimeoutMs);
+  }
+
+  await app.register(fastifyWebsocket, {
+    options: { maxPayload: limits.maxMessageBytes, handleProtocols: chooseSubprotocol },
+    preClose: closeWebSockets,
+    errorHandler: onWebSocketError,
+  });
+
+  /** What admission decided for each upgrade request that passed, read back by the WebSocket handler. */
+  const admitted = new WeakMap<IncomingMessage, Admitted>();
+
+  /** preValidation for both WebSocket routes: admit the upgrade, or answer it with a refusal. */
+  async function gate(req: FastifyRequest, reply: FastifyReply, route?: string): Promise<FastifyReply | undefined> {
+    // A plain GET (no upgrade) is answered 404 by @fastify/websocket and never becomes a session.
+    if (!req.ws) return undefined;
+    const result = await admission.admit(req.raw, req.ip, route);
+    if (!result.ok) {
+      const { code, message } = result.error;
+      req.log.info({ err: code, reason: message, remote: req.ip, ...(route !== undefined && { raw: clip(route) }) }, 'upgrade refused');
+      for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
+      return sendError(reply, result.status, result.error);
+    }
+    // The slot is the TCP connection's: given back when it closes, whether or not the upgrade completes.
+    const socket = req.raw.socket;
+    if (socket.destroyed) result.release();
+    else socket.once('close', result.release);
+    admitted.set(req.raw, result);
+    return undefined;
+  }
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get<{ Params: { route: string } }>(
+    '/raw/:route',
+    { websocket: true, preValidation: (req, reply) => gate(req, reply, req.params.route) },
+    (socket, req) => {
+      const entry = admitted.get(req.raw);
+      const route = config.routes.get(req.params.route);
+      if (!entry || !route) return socket.terminate(); // not admitted: cannot happen past the hook
+      const ctx: RawContext = { connect, limits, log: req.log };
+      handleRawConnection(socket, route, ctx, { remoteAddress: req.ip, principal: entry.principal.name });
+    },
+  );
+
+  app.get(
+    '/mux',
+    {
+      websocket: true,
+      preValidation: async (req, reply) => {
+        if (req.ws && !offeredSubprotocols(req.raw).has(SUBPROTOCOL)) {
+          return refuse(reply, 400, 'SOCKGATE_ERR_PROTOCOL', `offer the WebSocket subprotocol ${SUBPROTOCOL} (PROTOCOL 1.2)`);
+        }
+        return gate(req, reply);
+      },
+    },
+    (socket, req) => {
+      const principal = admitted.get(req.raw)?.principal;
+      if (!principal) return socket.terminate();
+      const ctx: MuxContext = {
+        resolveRoute: (name) => config.routes.get(name),
+        authorize: (route) => admission.authorize(principal, route),
+        connect,
+        limits,
+        log: req.log,
+      };
+      handleMuxSession(socket, ctx, { remoteAddress: req.ip, principal: principal.name });
+    },
+  );
+
+  if (config.demo) registerDemo(app);
+}
+
+/**
+ * ws's handleProtocols: exactly `sockgate.v1` on /mux (PROTOCOL 1.2; the route refuses upgrades without it),
+ * `binary` on /raw when offered, else none. Decided by path because one ws server serves both. A
+ * `sockgate.bearer.*` entry carries a credential, not a protocol: it is never selected, so never echoed back.
+ */
+function chooseSubprotocol(offered: Set<string>, req: IncomingMessage): string | false {
+  const path = (req.url ?? '').split('?', 1)[0]!;
+  const wanted = path.endsWith('/mux') ? SUBPROTOCOL : path.includes('/raw/') ? RAW_SUBPROTOCOL : undefined;
+  for (const protocol of offered) {
+    if (!isBearerProtocol(protocol) && protocol === wanted) return protocol;
+  }
+  return false;
+}
+
+/** One warning line at start for every way the gateway is open wider than credentials alone would allow. */
+function warnAboutExposure(app: FastifyInstance, config: GatewayConfig): void {
+  const where = formatListen(config.listen);
+  if (config.anonymous === 'loopback') {
+    app.log.warn(
+      { listen: where, allowedHosts: config.allowedHosts },
+      'no credentials configured (auth): every client on this machine is anonymous and may open every route; ' +
+        'configure auth before exposing the gateway (docs/SECURITY.md)',
+    );
+  } else if (config.anonymous === 'on') {
+    app.log.warn({ listen: where }, 'allowAnonymous: clients without credentials may open every route');
+  }
+  if (config.origins.includes('*')) {
+    app.log.warn('origins lists "*": any web page may open sessions with its visitors\' network position');
+  }
+}
+
+function offeredSubprotocols(req: IncomingMessage): Set<string> {
+  const header = req.headers['sec-websocket-protocol'];
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return new Set(text.split(',').map((p) => p.trim()).filter(Boolean));
+}
+
+/**
+ * @fastify/websocket's errorHandler. ws reports a client's protocol violation (oversized message, bad opcode,
+ * invalid UTF-8: `WS_ERR_*`) as an 'error' after it has already started the close with the right code (1009,
+ * 1002, ...): that is the client's fault, logged at debug so hostile input cannot flood the error log, and the
+ * close is left to finish (the default handler's terminate() could cut off the close frame). Anything else is
+ * our bug: logged as an error, and the connection terminated.
+ */
+function onWebSocketError(err: Error, socket: WebSocket, req: FastifyRequest): void {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
+    req.log.debug({ err: code, reason: err.message }, 'websocket protocol error from the client');
+    return;
+  }
+  req.log.error({ err }, 'websocket handler failed');
+  socket.terminate();
+}
+
+/** preClose for @fastify/websocket: 1001 to every client, a bounded wait, then terminate the rest. */
+async function closeWebSockets(this: FastifyInstance): Promise<void> {
+  const wss = this.websocketServer;
+  const clients = [...wss.clients];
+  for (const ws of clients) ws.close(1001, 'gateway shutting down');
+  const open = clients.filter((ws) => ws.readyState !== WebSocket.CLOSED);
+  if (open.length > 0) {
+    await new Promise<void>((resolve) => {
+      let left = open.length;
+      const timer = setTimeout(resolve, SHUTDOWN_GRACE_MS);
+      for (const ws of open) {
+        ws.once('close', () => {
+          if (--left === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      }
+    });
+  }
+  for (const ws of clients) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+  await new Promise<void>((resolve) => wss.close(() => resolve()));
+}
+
+function refuse(reply: FastifyReply, status: number, code: ErrorCode, detail: string): FastifyReply {
+  return sendError(reply, status, new SockgateError(code, detail));
+}
+
+/** An HTTP refusal before the upgrade: `{ code, message }`, the message never holding a credential. */
+function sendError(reply: FastifyReply, status: number, err: SockgateError): FastifyReply {
+  return reply.code(status).type('application/json; charset=utf-8').send({ code: err.code, message: err.message });
+}
+
+/** A client-supplied name cut short for logs and error bodies. */
+function clip(text: string): string {
+  return text.length > 255 ? `${text.slice(0, 255)}...` : text;
+}
+
+/**
+ * The demo page (dist/demo/, copied there by scripts/bundle.mjs) and the SDK's browser bundle
+ * (dist/browser/sockgate.js). Read per request: they are small, and a rebuild shows without a restart.
+ */
+function registerDemo(app: FastifyInstance): void {
+  const dist = join(packageRoot(), 'dist');
+  const send = async (reply: FastifyReply, dir: string, name: string): Promise<FastifyReply> => {
+    let body: Buffer;
+    try {
+      body = await readFile(join(dist, dir, name));
+    } catch {
+      return reply
+        .code(404)
+        .type('text/plain; charset=utf-8')
+        .send(`sockgate: dist/${dir}/${name} is missing; run \`npm run build\` to build the demo and the SDK bundle\n`);
+    }
+    return reply
+      .type(CONTENT_TYPES[extname(name)] ?? 'application/octet-stream')
+      .header('cache-control', 'no-cache')
+      .header('x-content-type-options', 'nosniff')
+      .send(body);
+  };
+  app.get('/', (_req, reply) => send(reply, 'demo', 'index.html'));
+  app.get('/sockgate.js', (_req, reply) => send(reply, 'browser', 'sockgate.js'));
+  app.get('/sockgate.js.map', (_req, reply) => send(reply, 'browser', 'sockgate.js.map'));
+  // Other demo assets (styles, scripts) by plain file name, only if the build put them in dist/demo/.
+  app.get<{ Params: { file: string } }>('/:file', async (req: FastifyRequest<{ Params: { file: string } }>, reply) => {
+    const { file } = req.params;
+    const listed = DEMO_FILE_PATTERN.test(file) && (await readdir(join(dist, 'demo')).catch((): string[] => [])).includes(file);
+    if (!listed) return reply.callNotFound();
+    return send(reply, 'demo', file);
+  });
+}
+
+/** In-process servers behind `builtin:` targets, on 127.0.0.1 and an ephemeral port, owned by the plugin. */
+class BuiltinServers {
+  private echo: net.Server | undefined;
+  private echoAddress: { host: string; port: number } | undefined;
+  private readonly sockets = new Set<net.Socket>();
+
+  /** Echo: writes back what it reads, honouring backpressure (pipe); ends its side after the peer's EOF. */
+  async startEcho(): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+      socket.on('error', () => socket.destroy());
+      socket.setNoDelay(true);
+      socket.pipe(socket);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.echo = server;
+    this.echoAddress = { host: '127.0.0.1', port: (server.address() as net.AddressInfo).port };
+  }
+
+  address(name: 'echo'): { host: string; port: number } | undefined {
+    return name === 'echo' ? this.echoAddress : undefined;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+    const server = this.echo;
+    this.echo = undefined;
+    this.echoAddress = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+/**
+ * The plugin, marked as fastify-plugin marks plugins (skip-override: not encapsulated), so that a user's app can
+ * register it and see its decorators.
+ */
+export const sockgatePlugin = Object.assign(sockgate, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: 'sockgate',
+  [Symbol.for('plugin-meta')]: { name: 'sockgate', fastify: '5.x' },
+});
