@@ -43,6 +43,9 @@ export type SessionState = 'open' | 'closed';
 
 const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
 
+/** How often, at most, a session receiving data refreshes its RTT for window auto-tuning (PROTOCOL 5.5). */
+const RTT_PROBE_INTERVAL_MS = 200;
+
 /**
  * Open a session to a gateway's mux endpoint (`ws://`, `wss://`; `http(s)://` and, in a page, relative URLs are
  * accepted too). Resolves once the WebSocket is open with subprotocol `sockgate.v1`; rejects with
@@ -124,14 +127,21 @@ export class SockgateSession extends TypedEventTarget<SessionEventMap> {
     this.ws = ws;
     this.url = redact(url);
     this.signal = options.signal;
+    const transport = new WebSocketTransport(ws);
     this.engine = new Session({
       role: 'client',
-      transport: new WebSocketTransport(ws),
+      transport,
       maxWindowBytes: options.maxWindowBytes,
+      rttProbeIntervalMs: RTT_PROBE_INTERVAL_MS,
       onGoAway: (err) => this.emit(new SessionGoAwayEvent(err)),
       onClose: (err) => this.engineClosed(err),
     });
     this.poller = new DrainPoller(this.engine);
+    // With `ws`, each send's callback is the drain event WebSockets lack: refill as soon as bytes leave, not at
+    // the next poll (the poller stays as the fallback for browsers, whose timers are clamped to 4 ms or more).
+    transport.onSent = () => {
+      if (this.engine.wantsDrain) this.engine.transportDrained();
+    };
     this.host = {
       poke: () => this.poller.check(),
       release: (socket) => this.sockets.delete(socket),

@@ -11,8 +11,11 @@ export interface WebSocketLike {
   readonly bufferedAmount: number;
   readonly protocol: string;
   readonly readyState: number;
-  /** Our messages always own a plain ArrayBuffer (never shared), which is what the DOM's send() asks for. */
-  send(data: Uint8Array<ArrayBuffer>): void;
+  /**
+   * Our messages always own a plain ArrayBuffer (never shared), which is what the DOM's send() asks for. The `ws`
+   * package also takes a callback, called once the bytes reached the kernel; browsers ignore it.
+   */
+  send(data: Uint8Array<ArrayBuffer>, sent?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
   addEventListener(type: 'open', listener: () => void): void;
   addEventListener(type: 'message', listener: (event: MessageEventLike) => void): void;
@@ -69,12 +72,25 @@ function fitCloseReason(reason: string): string {
 }
 
 export class WebSocketTransport implements Transport {
-  constructor(private readonly ws: WebSocketLike) {}
+  /**
+   * The WebSocket calls send callbacks: the `ws` package does (an EventEmitter, hence `on`), browsers' and undici's
+   * WebSocket do not. With callbacks, `onSent` tells the session at once when bytes left, instead of a poll.
+   */
+  readonly notifiesSent: boolean;
+  /** Called after each send's bytes reached the kernel (only when notifiesSent). */
+  onSent: () => void = () => {};
+  private readonly sent = (): void => this.onSent();
+
+  constructor(private readonly ws: WebSocketLike) {
+    this.notifiesSent = typeof (ws as { on?: unknown }).on === 'function';
+  }
 
   send(message: Uint8Array): void {
     // Only ever called once open; a closing socket drops what it is given, as the engine expects.
     // shared/encode.ts allocates every message with new Uint8Array(n): its buffer is an ArrayBuffer.
-    if (this.ws.readyState === OPEN) this.ws.send(message as Uint8Array<ArrayBuffer>);
+    if (this.ws.readyState !== OPEN) return;
+    if (this.notifiesSent) this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
+    else this.ws.send(message as Uint8Array<ArrayBuffer>);
   }
 
   get bufferedAmount(): number {

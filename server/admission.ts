@@ -9,16 +9,33 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { SockgateError } from '../shared/errors.js';
-import { bearerChallenge, createAuthenticator, extractCredential, type Principal } from './auth.js';
+import { parseAgentServices } from './agent-registry.js';
+import { bearerChallenge, createAgentAuthenticator, createAuthenticator, extractCredential, type AgentPrincipal, type Principal } from './auth.js';
 import { isLoopbackHost, type GatewayConfig } from './config.js';
 import { ConnectionCounter, type Release } from './limits.js';
 import { createOriginPolicy } from './origin.js';
+
+/** An agent's upgrade that may go ahead (PROTOCOL 11.3): which agent, what it registers, and its session slot. */
+export interface AdmittedAgent {
+  readonly ok: true;
+  readonly agent: AgentPrincipal;
+  /** The services it registers, each allowed by its credential. */
+  readonly services: readonly string[];
+  readonly release: Release;
+  /** The agent token, kept by the agent's session to check it again after a config reload. Never logged. */
+  readonly credential: string;
+}
 
 /** An upgrade that may go ahead: who it is, and the session slot to give back when its connection ends. */
 export interface Admitted {
   readonly ok: true;
   readonly principal: Principal;
   readonly release: Release;
+  /**
+   * The credential presented (undefined: none), kept by mux sessions so that a config reload can check it
+   * against the new auth (server/reload.ts). Never logged.
+   */
+  readonly credential: string | undefined;
 }
 
 /** An upgrade refused: answer `status` with `{ code, message }` (and `headers`) instead of upgrading. */
@@ -41,19 +58,40 @@ export interface Admission {
    * SOCKGATE_ERR_ROUTE_FORBIDDEN. Streams already open are not touched.
    */
   authorize(principal: Principal, route: string): SockgateError | undefined;
+  /**
+   * The principal for a credential under this admission's auth, as admit() would find it for a connection whose
+   * local address is `localAddress`; rejects with the SockgateError admit() would refuse with. Used by a config
+   * reload to check the credentials of sessions already open.
+   */
+  authenticate(credential: string | undefined, localAddress: string): Promise<Principal>;
+  /**
+   * Check a reverse-tunnel agent's upgrade (`GET /agent`, PROTOCOL 11.3): Host and Origin, the agent credential
+   * (never anonymous), the `services` list and each service's permission, then a session slot.
+   */
+  admitAgent(req: IncomingMessage, ip: string): Promise<AdmittedAgent | Refused>;
+  /**
+   * Whether an agent token still registers these services under this admission's auth (a config reload may have
+   * removed or narrowed it): SOCKGATE_ERR_AUTH_INVALID or SOCKGATE_ERR_ROUTE_FORBIDDEN when not.
+   */
+  checkAgent(credential: string, services: readonly string[]): SockgateError | undefined;
   /** Sessions holding a slot now (for tests and metrics). */
   readonly sessions: number;
 }
 
-/** Build the checks from a resolved config. Async: the authenticator reads key files (start-up errors). */
-export async function createAdmission(config: GatewayConfig): Promise<Admission> {
+/**
+ * Build the checks from a resolved config. Async: the authenticator reads key files (start-up errors).
+ * `counter`: the session slots to take from, kept across config reloads (its limits are the caller's to set);
+ * a new one from config.limits by default.
+ */
+export async function createAdmission(config: GatewayConfig, options: { counter?: ConnectionCounter } = {}): Promise<Admission> {
   const origins = createOriginPolicy({
     origins: config.origins,
     trustProxy: config.trustProxy,
     ...(config.allowedHosts && { allowedHosts: config.allowedHosts }),
   });
   const authenticator = await createAuthenticator(config.auth, { allowAnonymous: config.anonymous !== 'off' });
-  const counter = new ConnectionCounter(config.limits);
+  const agentAuthenticator = createAgentAuthenticator(config.auth);
+  const counter = options.counter ?? new ConnectionCounter(config.limits);
   const toleranceMs = (config.auth?.jwt?.clockToleranceSec ?? 0) * 1000;
 
   function refused(error: SockgateError, status = error.httpStatus ?? 500): Refused {
@@ -66,14 +104,10 @@ export async function createAdmission(config: GatewayConfig): Promise<Admission>
     if (!origin.ok) return refused(origin.error);
 
     let principal: Principal;
+    let credential: string | undefined;
     try {
-      const { token } = extractCredential({ headers: req.headers, url: req.url ?? '' });
-      // Without credentials configured, anonymity is a loopback privilege: also for the plugin inside an app
-      // that listens elsewhere than config.listen says.
-      if (token === undefined && config.anonymous === 'loopback' && !isLoopbackHost(req.socket.localAddress ?? '')) {
-        return refused(new SockgateError('SOCKGATE_ERR_AUTH_MISSING', 'anonymous access is for loopback connections only'));
-      }
-      principal = await authenticator.authenticate(token);
+      credential = extractCredential({ headers: req.headers, url: req.url ?? '' }).token;
+      principal = await authenticate(credential, req.socket.localAddress ?? '');
     } catch (err) {
       if (err instanceof SockgateError) return refused(err);
       return refused(new SockgateError('SOCKGATE_ERR_INTERNAL', 'credential check failed', { cause: err }), 500);
@@ -87,7 +121,16 @@ export async function createAdmission(config: GatewayConfig): Promise<Admission>
 
     const slot = counter.tryAcquire(ip);
     if (typeof slot !== 'function') return refused(slot);
-    return { ok: true, principal, release: slot };
+    return { ok: true, principal, release: slot, credential };
+  }
+
+  async function authenticate(credential: string | undefined, localAddress: string): Promise<Principal> {
+    // Without credentials configured, anonymity is a loopback privilege: also for the plugin inside an app
+    // that listens elsewhere than config.listen says.
+    if (credential === undefined && config.anonymous === 'loopback' && !isLoopbackHost(localAddress)) {
+      throw new SockgateError('SOCKGATE_ERR_AUTH_MISSING', 'anonymous access is for loopback connections only');
+    }
+    return authenticator.authenticate(credential);
   }
 
   function authorize(principal: Principal, route: string): SockgateError | undefined {
@@ -98,9 +141,44 @@ export async function createAdmission(config: GatewayConfig): Promise<Admission>
     return undefined;
   }
 
+  async function admitAgent(req: IncomingMessage, ip: string): Promise<AdmittedAgent | Refused> {
+    const origin = origins.check({ headers: req.headers, isTls: (req.socket as TLSSocket).encrypted === true });
+    if (!origin.ok) return refused(origin.error);
+    let agent: AgentPrincipal;
+    let services: string[];
+    let credential: string | undefined;
+    try {
+      credential = extractCredential({ headers: req.headers, url: req.url ?? '' }).token;
+      agent = agentAuthenticator.authenticate(credential);
+      services = parseAgentServices(req.url ?? '');
+    } catch (err) {
+      if (err instanceof SockgateError) return refused(err);
+      return refused(new SockgateError('SOCKGATE_ERR_INTERNAL', 'credential check failed', { cause: err }), 500);
+    }
+    const denied = services.find((s) => !agent.allows(s));
+    if (denied !== undefined) return refused(new SockgateError('SOCKGATE_ERR_ROUTE_FORBIDDEN', `the agent credential does not allow the service ${quote(denied)}`), 403);
+    const slot = counter.tryAcquire(ip);
+    if (typeof slot !== 'function') return refused(slot);
+    return { ok: true, agent, services, release: slot, credential: credential! };
+  }
+
+  function checkAgent(credential: string, services: readonly string[]): SockgateError | undefined {
+    let agent: AgentPrincipal;
+    try {
+      agent = agentAuthenticator.authenticate(credential);
+    } catch (err) {
+      return err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_AUTH_INVALID', 'credential check failed');
+    }
+    const denied = services.find((s) => !agent.allows(s));
+    return denied === undefined ? undefined : new SockgateError('SOCKGATE_ERR_ROUTE_FORBIDDEN', `the agent credential no longer allows ${quote(denied)}`);
+  }
+
   return {
     admit,
+    admitAgent,
+    checkAgent,
     authorize,
+    authenticate,
     get sessions() {
       return counter.total;
     },

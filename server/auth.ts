@@ -17,7 +17,7 @@ import {
   type JWTVerifyOptions,
 } from 'jose';
 import { z } from 'zod';
-import { ROUTE_NAME_PATTERN } from '../shared/constants.js';
+import { MAX_AGENT_SERVICES, ROUTE_NAME_PATTERN } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 
 /** The JWS algorithms sockgate verifies. HS256 needs `jwt.secret`; the others a public key or the JWKS file. */
@@ -71,6 +71,40 @@ const tokenEntrySchema = z
     message: 'give exactly one of token or tokenSha256',
   });
 
+/**
+ * A reverse-tunnel agent's credential (PROTOCOL 11): a static token and the services it may register. Agent
+ * tokens are checked only at `GET /agent`, client tokens only at `/mux` and `/raw`: neither opens the other.
+ */
+const agentEntrySchema = z
+  .strictObject({
+    /** Shown in logs as the agent's principal; never the token. */
+    name: z.string().min(1).max(128),
+    token: z
+      .string()
+      .min(MIN_TOKEN_CHARS)
+      .max(MAX_CREDENTIAL_CHARS)
+      .regex(B64TOKEN, 'may hold only A-Z a-z 0-9 - . _ ~ + / and trailing =')
+      .optional(),
+    tokenSha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits (a SHA-256 digest)')
+      .optional(),
+    /** Service names this agent may register; no '*': taking over a service is a privilege to grant by name. */
+    services: z
+      .array(z.string())
+      .min(1)
+      .max(MAX_AGENT_SERVICES)
+      .superRefine((services, ctx) => {
+        services.forEach((s, i) => {
+          if (!ROUTE_NAME_PATTERN.test(s)) ctx.addIssue({ code: 'custom', path: [i], message: 'not a service name (A-Z a-z 0-9 . _ -, 1 to 255)' });
+          else if (services.indexOf(s) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `${JSON.stringify(s)} is listed twice` });
+        });
+      }),
+  })
+  .refine((t) => (t.token === undefined) !== (t.tokenSha256 === undefined), {
+    message: 'give exactly one of token or tokenSha256',
+  });
+
 const jwtSchema = z
   .strictObject({
     /** HS256 shared secret (UTF-8 bytes). */
@@ -104,17 +138,22 @@ export const authConfigSchema = z
   .strictObject({
     tokens: z.array(tokenEntrySchema).optional(),
     jwt: jwtSchema.optional(),
+    /** Reverse-tunnel agents (PROTOCOL 11), checked at `GET /agent` only. */
+    agents: z.array(agentEntrySchema).optional(),
   })
   .superRefine((auth, ctx) => {
-    // The same token twice would make its routes depend on the order of the list.
-    const seen = new Map<string, number>();
-    auth.tokens?.forEach((t, i) => {
+    // The same token twice would make its routes depend on the order of the list; one token as both a client and
+    // an agent credential would let whoever holds it do both.
+    const seen = new Map<string, string>();
+    const check = (list: 'tokens' | 'agents', i: number, t: { token?: string | undefined; tokenSha256?: string | undefined }): void => {
       const hex = t.token !== undefined ? sha256(t.token).toString('hex') : t.tokenSha256?.toLowerCase();
       if (hex === undefined) return;
       const first = seen.get(hex);
-      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['tokens', i], message: `same token as tokens[${first}]` });
-      else seen.set(hex, i);
-    });
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: [list, i], message: `same token as ${first}` });
+      else seen.set(hex, `${list}[${i}]`);
+    };
+    auth.tokens?.forEach((t, i) => check('tokens', i, t));
+    auth.agents?.forEach((t, i) => check('agents', i, t));
   });
 
 export type AuthConfig = z.output<typeof authConfigSchema>;
@@ -206,6 +245,57 @@ export async function createAuthenticator(
   }
 
   return { configured, allowAnonymous, authenticate };
+}
+
+/** A reverse-tunnel agent, authenticated by its agent token (PROTOCOL 11.2). */
+export interface AgentPrincipal {
+  /** For logs: the agent entry's name. */
+  readonly name: string;
+  readonly kind: 'agent';
+  /** Whether this agent may register the service. */
+  allows(service: string): boolean;
+}
+
+export interface AgentAuthenticator {
+  /** False when `auth.agents` is absent or empty: every agent is refused. */
+  readonly configured: boolean;
+  /**
+   * The agent for a credential. Throws SockgateError SOCKGATE_ERR_AUTH_MISSING (none presented: there are no
+   * anonymous agents) or SOCKGATE_ERR_AUTH_INVALID (each HTTP 401).
+   */
+  authenticate(credential: string | undefined): AgentPrincipal;
+}
+
+/** Build the agent authenticator from the `auth` config. Throws SOCKGATE_ERR_CONFIG_INVALID naming the key. */
+export function createAgentAuthenticator(auth: AuthConfigInput | undefined): AgentAuthenticator {
+  const parsed = authConfigSchema.safeParse(auth ?? {});
+  if (!parsed.success) throw configError(parsed.error);
+  const entries = (parsed.data.agents ?? []).map((a) => {
+    const services = new Set(a.services);
+    return {
+      digest: a.token !== undefined ? sha256(a.token) : Buffer.from(a.tokenSha256!, 'hex'),
+      principal: Object.freeze({ name: a.name, kind: 'agent' as const, allows: (s: string) => services.has(s) }) as AgentPrincipal,
+    };
+  });
+  return {
+    configured: entries.length > 0,
+    authenticate(credential) {
+      if (credential === undefined) throw new SockgateError('SOCKGATE_ERR_AUTH_MISSING', 'an agent presents its agent token');
+      if (entries.length === 0) throw new SockgateError('SOCKGATE_ERR_AUTH_INVALID', 'this gateway has no agent credentials configured (auth.agents)');
+      if (credential.length === 0 || credential.length > MAX_CREDENTIAL_CHARS) {
+        throw new SockgateError('SOCKGATE_ERR_AUTH_INVALID', `a credential is 1 to ${MAX_CREDENTIAL_CHARS} characters`);
+      }
+      // As for client tokens: compare against every entry, with no early exit.
+      const digest = sha256(credential);
+      let match: AgentPrincipal | undefined;
+      for (const entry of entries) {
+        const equal = timingSafeEqual(digest, entry.digest);
+        match = equal ? entry.principal : match;
+      }
+      if (!match) throw new SockgateError('SOCKGATE_ERR_AUTH_INVALID', 'unknown agent token');
+      return match;
+    },
+  };
 }
 
 const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;

@@ -27,7 +27,11 @@ export function connectBackend(target: Target, opts: ConnectOptions): Promise<ne
     // allowHalfOpen: a backend's EOF must not end our side too; FIN travels each way on its own (PROTOCOL 4.3).
     if (target.kind === 'unix') socket = net.connect({ path: target.path, allowHalfOpen: true });
     else if (target.kind === 'tcp') socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
-    else {
+    else if (target.kind === 'agent') {
+      // Agent services are streams on an agent's session, not sockets: the gateway opens them through its
+      // agent registry (server/agent-endpoint.ts), never here.
+      return reject(new SockgateError('SOCKGATE_ERR_ROUTE_UNAVAILABLE', `agent:${target.service} is reached through an agent session`));
+    } else {
       const addr = opts.resolveBuiltin?.(target.name);
       if (!addr) return reject(new SockgateError('SOCKGATE_ERR_ROUTE_UNAVAILABLE', `builtin:${target.name} is not running`));
       socket = net.connect({ ...addr, allowHalfOpen: true });

@@ -6,9 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { TOOL_COMMANDS, runTool, type ToolCommand } from './cli-tools.js';
 import { readConfigFile } from './config.js';
 import { DEMO_CONFIG, packageRoot } from './demo-config.js';
 import { createGateway, type Gateway } from './gateway.js';
+import { SHUTDOWN_GRACE_MS } from './plugin.js';
 
 const USAGE = `Usage: sockgate serve [options]
 
@@ -28,18 +30,33 @@ Options:
   -v, --version            show the version
 
 Without credentials (auth) the gateway listens on loopback only, where every local client is anonymous.
-Docs: docs/CONFIG.md (every key, limit and default), docs/SECURITY.md (the threat model).`;
+
+Signals: SIGTERM or SIGINT drains (GOAWAY; streams under way finish for up to limits.drainTimeoutMs) and
+exits 0; SIGHUP reloads the config file (docs/OPERATIONS.md).
+
+Reverse tunnels and forwarding (each has --help):
+  sockgate agent --gateway URL --token TOKEN --expose NAME=TARGET...   serve local services through a gateway
+  sockgate forward --gateway URL --listen HOST:PORT --route NAME        a local port to a gateway route
+  sockgate connect --gateway URL --route NAME                           stdin/stdout to a route (ssh ProxyCommand)
+
+Docs: docs/CONFIG.md (every key, limit and default), docs/SECURITY.md (the threat model),
+docs/OPERATIONS.md (metrics, health, shutdown, reload).`;
 
 /** Exit codes: 0 clean shutdown, 1 the gateway could not start (config, file, port), 2 bad command line. */
 const EXIT_START_FAILED = 1;
 const EXIT_USAGE = 2;
 
-/** After SIGINT/SIGTERM, give the graceful close this long (ms) before exiting anyway. */
-const SHUTDOWN_TIMEOUT_MS = 10_000;
+/**
+ * After SIGINT/SIGTERM the drain may take limits.drainTimeoutMs, then closing handshakes SHUTDOWN_GRACE_MS; past
+ * that plus this margin (ms), exit anyway.
+ */
+const SHUTDOWN_MARGIN_MS = 10_000;
 
 class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
+  // agent, forward and connect have their own flags (server/cli-tools.ts).
+  if ((TOOL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) return runTool(argv[0] as ToolCommand, argv.slice(1));
   let parsed;
   try {
     parsed = parseArgs({
@@ -86,9 +103,9 @@ async function main(argv: string[]): Promise<number> {
   }
 
   try {
-    const { url } = await gateway.listen();
+    const { url, admin } = await gateway.listen();
     const routes = [...gateway.config.routes.keys()];
-    gateway.app.log.info({ url, routes, demo: gateway.config.demo }, `sockgate listening on ${url}`);
+    gateway.app.log.info({ url, routes, demo: gateway.config.demo, ...(admin && { adminUrl: admin.url }) }, `sockgate listening on ${url}`);
   } catch (err) {
     await gateway.close().catch(() => {});
     return fail(err);
@@ -96,19 +113,23 @@ async function main(argv: string[]): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
+    // SIGINT/SIGTERM: drain (docs/OPERATIONS.md): readyz 503, the port closes, GOAWAY, streams under way finish
+    // up to limits.drainTimeoutMs, the rest are closed; exit 0.
     const stop = (signal: NodeJS.Signals): void => {
       if (stopping) {
         resolve(EXIT_START_FAILED); // a second signal: stop waiting
         return;
       }
       stopping = true;
-      gateway.app.log.info({ signal }, 'shutting down');
+      const { drainTimeoutMs } = gateway.config.limits;
+      gateway.app.log.info({ signal, drainTimeoutMs }, 'shutting down: draining');
+      const limitMs = drainTimeoutMs + 2 * SHUTDOWN_GRACE_MS + SHUTDOWN_MARGIN_MS;
       const timer = setTimeout(() => {
-        gateway.app.log.warn(`shutdown took over ${SHUTDOWN_TIMEOUT_MS} ms; exiting anyway`);
+        gateway.app.log.warn(`shutdown took over ${limitMs} ms; exiting anyway`);
         resolve(EXIT_START_FAILED);
-      }, SHUTDOWN_TIMEOUT_MS);
+      }, limitMs);
       timer.unref();
-      gateway.close().then(
+      gateway.drain().then(
         () => resolve(0),
         (err: unknown) => {
           gateway.app.log.error({ err }, 'error while shutting down');
@@ -118,7 +139,38 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    // SIGHUP: read the config file again and swap it in for new sessions and OPENs; a bad one is refused with one
+    // log line and the running config stays. Flags still override the file.
+    let reloading: Promise<void> | undefined;
+    let again = false;
+    const reload = (): void => {
+      if (stopping) return;
+      if (reloading) {
+        again = true; // one more once this one is done: the file may have changed again meanwhile
+        return;
+      }
+      reloading = reloadConfig(gateway, values.config, values).finally(() => {
+        reloading = undefined;
+        if (again) {
+          again = false;
+          reload();
+        }
+      });
+    };
+    process.on('SIGHUP', reload);
   });
+}
+
+/** SIGHUP: re-read the file (or the demo config), lay the flags over it and reload; never throws. */
+async function reloadConfig(gateway: Gateway, file: string | undefined, flags: Flags): Promise<void> {
+  const log = gateway.app.log;
+  try {
+    const base = file !== undefined ? await readConfigFile(file) : structuredClone(DEMO_CONFIG);
+    await gateway.reload(applyFlags(base, flags));
+  } catch (err) {
+    const where = file !== undefined ? ` (config: ${file})` : '';
+    log.error({ err: (err as { code?: unknown }).code }, `config reload failed, keeping the running configuration: ${errorText(err)}${where}`);
+  }
 }
 
 interface Flags {

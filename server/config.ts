@@ -67,10 +67,20 @@ export interface GatewayConfig {
   readonly limits: GatewayLimits;
   /** Serve the demo page at `/` and the SDK bundle at `/sockgate.js`. */
   readonly demo: boolean;
+  /**
+   * A second listener serving only `/metrics`, `/healthz` and `/readyz` (server/admin.ts), so that metrics need
+   * not be exposed where clients connect; undefined: none.
+   */
+  readonly admin: { readonly listen: ListenAddress } | undefined;
+  /**
+   * `public`: also serve `/metrics` on the main listener to anyone who reaches it. Without it, the main listener
+   * serves `/metrics` only when there is no admin listener, and only over loopback connections (docs/OPERATIONS.md).
+   */
+  readonly metrics: { readonly public: boolean };
 }
 
 const routeSchema = z.strictObject({
-  target: z.string({ error: 'expected a string: tcp://host:port, unix:/path or builtin:echo' }),
+  target: z.string({ error: 'expected a string: tcp://host:port, unix:/path, builtin:echo or agent:SERVICE' }),
 });
 
 const configSchema = z.strictObject({
@@ -84,6 +94,15 @@ const configSchema = z.strictObject({
   auth: authConfigSchema.optional(),
   limits: limitsConfigSchema.prefault({}),
   demo: z.boolean({ error: 'expected true or false' }).default(DEFAULTS.demo),
+  admin: z
+    .strictObject(
+      { listen: z.string({ error: 'expected "HOST:PORT" (IPv6 as "[::1]:9090")' }) },
+      { error: 'expected an object: { listen: "HOST:PORT" }' },
+    )
+    .optional(),
+  metrics: z
+    .strictObject({ public: z.boolean({ error: 'expected true or false' }).default(false) }, { error: 'expected an object: { public: true or false }' })
+    .prefault({}),
 });
 
 /** What a configuration file or object may contain (before defaults). */
@@ -118,6 +137,14 @@ export function resolveConfig(input: unknown): GatewayConfig {
   } catch (err) {
     problems.push(`listen: ${detailOf(err)}`);
   }
+  let adminListen: ListenAddress | undefined;
+  if (data.admin) {
+    try {
+      adminListen = parseListen(data.admin.listen);
+    } catch (err) {
+      problems.push(`admin.listen: ${detailOf(err)}`);
+    }
+  }
   const routes = new Map<string, Route>();
   for (const [name, { target }] of Object.entries(data.routes)) {
     if (!ROUTE_NAME_PATTERN.test(name)) {
@@ -134,6 +161,12 @@ export function resolveConfig(input: unknown): GatewayConfig {
       routes.set(name, Object.freeze({ name, target: Object.freeze(parsed) }));
     } catch (err) {
       problems.push(`${keyPath(['routes', name, 'target'])}: ${detailOf(err)}`);
+    }
+  }
+  // A route to an agent service no agent credential may register could never be served: a typo, most likely.
+  for (const { name, target } of routes.values()) {
+    if (target.kind === 'agent' && !data.auth?.agents?.some((a) => a.services.includes(target.service))) {
+      problems.push(`${keyPath(['routes', name, 'target'])}: no auth.agents entry may register the service ${JSON.stringify(target.service)}`);
     }
   }
   // The origin policy is the judge of its own lists: `origins[2] "https://*example.com": ...`.
@@ -187,6 +220,8 @@ export function resolveConfig(input: unknown): GatewayConfig {
     anonymous,
     limits: Object.freeze({ ...data.limits }),
     demo: data.demo,
+    admin: adminListen ? Object.freeze({ listen: Object.freeze(adminListen) }) : undefined,
+    metrics: Object.freeze({ public: data.metrics.public }),
   });
   resolved.add(config);
   return config;

@@ -4,10 +4,13 @@
  */
 import type { AddressInfo } from 'node:net';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import type { AdminAddress } from './admin.js';
 import { redactHeaders, redactUrl } from './auth.js';
 import { formatListen, resolveConfig, type ConfigInput, type GatewayConfig } from './config.js';
+import type { DrainResult } from './drain.js';
 import { handshakeHttpOptions } from './limits.js';
 import { sockgatePlugin } from './plugin.js';
+import type { ReloadResult } from './reload.js';
 
 export interface GatewayOptions {
   /**
@@ -23,14 +26,34 @@ export interface ListeningAddress {
   port: number;
   /** `http://HOST:PORT` (IPv6 in brackets); ws:// URLs are the same with the scheme swapped. */
   url: string;
+  /** The admin listener (config `admin`: /metrics, /healthz, /readyz), when there is one. */
+  admin?: AdminAddress;
 }
 
 export interface Gateway {
   readonly app: FastifyInstance;
+  /** The configuration in force: the one given, or the last one reload() swapped in. */
   readonly config: GatewayConfig;
-  /** Listen on config.listen. Rejects with a one-line message (`cannot listen on HOST:PORT: address in use`). */
+  /**
+   * Listen on config.listen, then on admin.listen when set. Rejects with a one-line message (`cannot listen on
+   * HOST:PORT: address in use`, `cannot listen on admin address HOST:PORT: ...`).
+   */
   listen(): Promise<ListeningAddress>;
-  /** Close WebSockets (1001), backend sockets and built-in servers, then the server. */
+  /**
+   * Swap in a new configuration (a plain object or a resolved config) for new sessions and OPENs, without
+   * dropping anything open: routes, auth, origins, allowedHosts and most limits. Keys read only at start
+   * (listen, admin.listen, trustProxy, demo, limits.maxMessageBytes, limits.handshakeTimeoutMs) keep their
+   * running values and are named in `restartNeeded`. Rejects with SOCKGATE_ERR_CONFIG_INVALID (or a key file's
+   * error) and keeps the running configuration when the new one is bad. docs/OPERATIONS.md.
+   */
+  reload(config: ConfigInput | GatewayConfig | unknown): Promise<ReloadResult>;
+  /**
+   * Shut down gracefully: /readyz answers 503 and new upgrades are refused, the listening port closes, mux
+   * sessions get GOAWAY and streams under way may finish for up to `deadlineMs` (default limits.drainTimeoutMs);
+   * then what is left is closed (mux 4003, raw 1001) and the gateway is closed as by close().
+   */
+  drain(deadlineMs?: number): Promise<DrainResult>;
+  /** Close now: WebSockets get 1001 (SHUTDOWN_GRACE_MS to answer), backend sockets, built-in servers and listeners close. */
   close(): Promise<void>;
 }
 
@@ -57,8 +80,12 @@ export async function createGateway(configInput: unknown, opts: GatewayOptions =
     logController: new RedactingLogController({
       // Raw and mux log one line per WebSocket open and close, with route, bytes and duration; Fastify's two
       // lines per request would double them. Health checks are polled and would drown the rest.
-      disableRequestLogging: (req) => req.headers.upgrade !== undefined || req.url === '/healthz',
+      disableRequestLogging: (req) =>
+        req.headers.upgrade !== undefined || req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics',
     }),
+    // After the WebSockets are closed, close every HTTP connection too: idle keep-alive connections (a browser
+    // keeps spare ones) would otherwise hold close() until they time out.
+    forceCloseConnections: true,
     // request.ip (maxSessionsPerIp, logs) from X-Forwarded-For only when the config says a proxy is in front.
     trustProxy: config.trustProxy,
     http,
@@ -72,9 +99,34 @@ export async function createGateway(configInput: unknown, opts: GatewayOptions =
     throw err;
   }
 
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      app.sockgate.beginDrain();
+      await app.close();
+    })();
+    return closing;
+  };
+  let draining: Promise<DrainResult> | undefined;
+  const drain = (deadlineMs?: number): Promise<DrainResult> => {
+    draining ??= (async () => {
+      // readyz 503 and upgrades refused first, then the port closes: no new connection reaches a gateway that
+      // is going away, while the sessions it has finish their streams.
+      app.sockgate.beginDrain();
+      if (app.server.listening) app.server.close();
+      app.server.closeIdleConnections();
+      const result = await app.sockgate.drain(deadlineMs);
+      await close();
+      return result;
+    })();
+    return draining;
+  };
+
   return {
     app,
-    config,
+    get config() {
+      return app.sockgate.config;
+    },
     async listen() {
       const { host, port } = config.listen;
       try {
@@ -84,9 +136,12 @@ export async function createGateway(configInput: unknown, opts: GatewayOptions =
       }
       const actual = (app.server.address() as AddressInfo).port;
       const url = `http://${formatListen({ host, port: actual })}`;
-      return { host, port: actual, url };
+      const admin = await app.sockgate.listenAdmin();
+      return { host, port: actual, url, ...(admin && { admin }) };
     },
-    close: () => app.close(),
+    reload: (input) => app.sockgate.reload(input),
+    drain,
+    close,
   };
 }
 

@@ -63,6 +63,26 @@ export const LIMIT_DEFAULTS = Object.freeze({
    * Prevents a slow or stalled client from making the gateway buffer a fast backend's output without bound.
    */
   maxTransportBufferedBytes: 1_048_576,
+  /**
+   * How often the gateway pings every session, in milliseconds (30 s); 0 turns keepalive off. A WebSocket ping
+   * frame for raw and mux, plus an app-level PING (PROTOCOL 6.1) for mux. Finds dead peers (a laptop that went to
+   * sleep, a NAT that forgot the mapping) whose sockets would otherwise hold a session slot and their backends for
+   * the operating system's TCP timeouts, which can be hours; the traffic also keeps proxies and NATs from dropping
+   * a quiet connection. server/keepalive.ts.
+   */
+  keepaliveIntervalMs: 30_000,
+  /**
+   * How long a peer has to answer a keepalive ping, in milliseconds (10 s), counted from when the ping left for
+   * the network, so a slow link's queue does not count against it. A peer that sends nothing back in that time
+   * (no pong, no message) is closed with 4001 SOCKGATE_ERR_SESSION_PING_TIMEOUT.
+   */
+  keepaliveTimeoutMs: 10_000,
+  /**
+   * On a graceful shutdown (SIGTERM, gateway.drain()), how long streams under way may take to finish, in
+   * milliseconds (30 s); then what is left is closed (mux 4003 SOCKGATE_ERR_SESSION_DRAIN_TIMEOUT, raw 1001).
+   * Prevents a shutdown that never ends because one client keeps a stream open. server/drain.ts.
+   */
+  drainTimeoutMs: 30_000,
 });
 
 export type Limits = { -readonly [K in keyof typeof LIMIT_DEFAULTS]: number };
@@ -84,6 +104,9 @@ export const LIMIT_RANGES = Object.freeze({
   maxWindowBytes: [INITIAL_WINDOW, MAX_WINDOW, 'bytes'],
   // Below one full frame the backend would be paused after every chunk.
   maxTransportBufferedBytes: [MAX_FRAME_BYTES, 256 * 1_048_576, 'bytes'],
+  keepaliveIntervalMs: [0, MAX_TIMER_MS, 'milliseconds; 0 is off'],
+  keepaliveTimeoutMs: [1, 10 * 60_000, 'milliseconds'],
+  drainTimeoutMs: [0, MAX_TIMER_MS, 'milliseconds'],
 } as const satisfies Record<keyof typeof LIMIT_DEFAULTS, readonly [number, number, string]>);
 
 function limitSchema<K extends keyof typeof LIMIT_RANGES>(key: K) {
@@ -113,6 +136,9 @@ export const limitsConfigSchema = z.strictObject(
     openTimeoutMs: limitSchema('openTimeoutMs'),
     maxWindowBytes: limitSchema('maxWindowBytes'),
     maxTransportBufferedBytes: limitSchema('maxTransportBufferedBytes'),
+    keepaliveIntervalMs: limitSchema('keepaliveIntervalMs'),
+    keepaliveTimeoutMs: limitSchema('keepaliveTimeoutMs'),
+    drainTimeoutMs: limitSchema('drainTimeoutMs'),
   },
   { error: 'expected an object of limits' },
 );
@@ -214,18 +240,34 @@ export type Release = () => void;
  * address's entry is deleted when its count returns to zero.
  */
 export class ConnectionCounter {
-  readonly maxSessions: number;
-  readonly maxSessionsPerIp: number;
+  #maxSessions = 1;
+  #maxSessionsPerIp = 1;
   #total = 0;
   readonly #perIp = new Map<string, number>();
 
   constructor(options: { maxSessions: number; maxSessionsPerIp: number }) {
+    this.setLimits(options);
+  }
+
+  get maxSessions(): number {
+    return this.#maxSessions;
+  }
+
+  get maxSessionsPerIp(): number {
+    return this.#maxSessionsPerIp;
+  }
+
+  /**
+   * New limits (a config reload) for the slots taken from now on. Slots already held are kept, also above a
+   * lower limit: no session is closed for it.
+   */
+  setLimits(options: { maxSessions: number; maxSessionsPerIp: number }): void {
     for (const key of ['maxSessions', 'maxSessionsPerIp'] as const) {
       const v = options[key];
       if (!(Number.isInteger(v) && v >= 1)) throw new RangeError(`${key} ${v} must be an integer >= 1`);
     }
-    this.maxSessions = options.maxSessions;
-    this.maxSessionsPerIp = options.maxSessionsPerIp;
+    this.#maxSessions = options.maxSessions;
+    this.#maxSessionsPerIp = options.maxSessionsPerIp;
   }
 
   /**

@@ -1,18 +1,20 @@
 /**
  * Mux mode (`GET /mux`, PROTOCOL 1 to 6): one WebSocket carries many streams, each bridged to its own backend
  * socket. The protocol lives in the shared session engine; this file is two thin adapters around it:
- * `WsTransport` (engine <-> ws WebSocket) and `bridgeStream` (engine Stream <-> net.Socket). Backpressure is the
- * Node stream contract in both directions: a write that returns false pauses its source until the matching drain.
+ * `WsTransport` (engine <-> ws WebSocket) and `bridgeStream` (engine Stream <-> backend socket, through the
+ * bridge the agent and the forwarder share: server/bridge.ts). Backpressure is the Node stream contract in both
+ * directions: a write that returns false pauses its source until the matching drain.
  */
-import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
 import { FrameType, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
 import { truncateUtf8 } from '../shared/utf8.js';
-import { backendError } from './backend.js';
+import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
+import type { StreamMetrics } from './metrics.js';
 import type { Route, Target } from './routes.js';
 
 /**
@@ -50,9 +52,21 @@ export interface MuxContext {
    */
   authorize?(route: string): SockgateError | undefined;
   /** connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. */
-  connect(target: Target): Promise<net.Socket>;
+  /** A backend socket, or an agent's stream as a Duplex (server/stream-socket.ts): the same stream contract. */
+  connect(target: Target): Promise<Duplex>;
   limits: MuxLimits;
   log: FastifyBaseLogger;
+  /** Stream counts, failures, bytes and connect times (server/metrics.ts); absent: not measured. */
+  metrics?: StreamMetrics;
+}
+
+/** A running mux session, as keepalive and drain see it (server/keepalive.ts, server/drain.ts). */
+export interface MuxSessionHandle {
+  readonly session: Session;
+  /** Streams are open, or backend connections are still flushing after a clean close. */
+  readonly busy: boolean;
+  /** Called after each stream or backend connection of the session closes (at most a few times per stream). */
+  onSettled: (() => void) | undefined;
 }
 
 /** The engine's default for maxTransportBufferedBytes (shared/session.ts), needed here for the drain mark. */
@@ -171,25 +185,33 @@ export function limitFrameSize(ws: WebSocket): boolean {
 
 let sessionSeq = 0;
 
-/** Run one mux session on an upgraded WebSocket (subprotocol already checked). Never throws. */
-export function handleMuxSession(ws: WebSocket, ctx: MuxContext, meta: { remoteAddress: string; principal?: string }): void {
+/**
+ * Run one mux session on an upgraded WebSocket (subprotocol already checked). Never throws. Returns the running
+ * session, or undefined when it failed to start (the WebSocket is terminated then).
+ */
+export function handleMuxSession(
+  ws: WebSocket,
+  ctx: MuxContext,
+  meta: { remoteAddress: string; principal?: string },
+): MuxSessionHandle | undefined {
   const log = ctx.log.child({ mux: ++sessionSeq, remote: meta.remoteAddress, ...(meta.principal !== undefined && { principal: meta.principal }) });
   try {
-    runSession(ws, ctx, log);
+    return runSession(ws, ctx, log);
   } catch (err) {
     // E.g. limits the engine refuses (a maxWindowBytes outside INITIAL_WINDOW..MAX_WINDOW).
     log.error({ err }, 'mux session failed to start');
     ws.terminate();
+    return undefined;
   }
 }
 
-function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): void {
+function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): MuxSessionHandle {
   const startedAt = performance.now();
   const { limits } = ctx;
   if (!limitFrameSize(ws)) log.warn('ws internals changed: mux frames are size-checked only after buffering');
 
   /** Every backend socket of this session until it closes, including ones still flushing after a clean close. */
-  const sockets = new Set<net.Socket>();
+  const sockets = new Set<Duplex>();
   const totals = { streams: 0, bytesIn: 0, bytesOut: 0 };
   let sessionError: SockgateError | undefined;
   // Each OPEN costs a backend connect; a token bucket bounds the rate, peer RESETs included, so that open-then-reset
@@ -211,6 +233,9 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): voi
   const maxBuffered = limits.maxTransportBufferedBytes ?? DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES;
 
   let idle: IdleTimer | undefined;
+  /** The handle returned below, once made: streams report to its watcher when they close. */
+  const ref: { handle?: MuxSessionHandle } = {};
+  const settled = (): void => ref.handle?.onSettled?.();
 
   const transport = new WsTransport(ws, maxBuffered, (err) => log.error({ err }, 'mux session internal error'));
   const session = new Session({
@@ -220,10 +245,11 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): voi
     maxTransportBufferedBytes: maxBuffered,
     maxIncomingStreams: limits.maxStreamsPerSession,
     admitOpen: opens ? admitOpen : undefined,
+    onOpenRefused: ctx.metrics ? (route, err) => ctx.metrics!.failed(route, err.code) : undefined,
     onStream(stream, name) {
       totals.streams++;
       try {
-        bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle });
+        bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle, settled });
       } catch (err) {
         log.error({ err, route: name, stream: stream.id }, 'mux stream failed to start');
         abort(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
@@ -263,20 +289,32 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): voi
   // One PING gives the engine a round-trip time, which window auto-tuning needs (PROTOCOL 5.5); without it,
   // uploads stay at the initial window per round trip. A session that ends first just rejects it.
   session.ping().catch(() => {});
+  ref.handle = {
+    session,
+    get busy() {
+      return session.streamCount > 0 || sockets.size > 0;
+    },
+    onSettled: undefined,
+  };
+  return ref.handle;
 }
 
 interface BridgeScope {
   ctx: MuxContext;
   log: FastifyBaseLogger;
-  sockets: Set<net.Socket>;
+  sockets: Set<Duplex>;
   totals: { bytesIn: number; bytesOut: number };
   /** Touched on stream bytes either way (idleTimeoutMs). */
   idle: IdleTimer | undefined;
+  /** Tell the session's watchers (drain) that a stream or a backend connection closed. */
+  settled: () => void;
 }
 
 /**
- * Serve one stream the client opened: connect its route's backend and pipe bytes both ways with credit
- * returned only as the backend accepts data, FIN mapped to end() / EOF, and every failure mapped to a code.
+ * Serve one stream the client opened: check the route, then hand the stream to the shared bridge
+ * (server/bridge.ts), which connects the route's backend (a socket, or an agent's stream) and pipes bytes both ways
+ * with credit returned only as the backend accepts data, FIN mapped to end() / EOF, and every failure mapped to a
+ * code. This adds the mux session's bookkeeping: logs, metrics, idle timer, totals and drain notifications.
  */
 function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeScope): void {
   const { ctx, log, sockets } = scope;
@@ -284,112 +322,37 @@ function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeSco
   // Permission before existence: a credential limited to some routes learns nothing about the others.
   const denied = ctx.authorize?.(stream.route);
   if (denied || !route) {
-    stream.onClose = (err) => logClose(err);
-    stream.reject(denied ?? new SockgateError('SOCKGATE_ERR_ROUTE_UNKNOWN', stream.route));
+    stream.onClose = (err) => {
+      logClose(err);
+      scope.settled();
+    };
+    const err = denied ?? new SockgateError('SOCKGATE_ERR_ROUTE_UNKNOWN', stream.route);
+    ctx.metrics?.failed(stream.route, err.code);
+    stream.reject(err);
     return;
   }
+  /** Given by metrics when the backend connection opens; called when the stream closes. */
+  let measured: (() => void) | undefined;
 
-  let socket: net.Socket | undefined;
-  /** Client data and FIN that arrived before the backend connected; the initial window bounds it (PROTOCOL 4.2). */
-  let held: Uint8Array[] = [];
-  let heldEnd = false;
-  /** Bytes written to the backend while its buffer was full: their credit goes back on 'drain'. */
-  let owed = 0;
-  /** The backend sent EOF / the client sent FIN (and we called end()). */
-  let backendEnded = false;
-  let clientEnded = false;
-
-  const toBackend = (chunk: Uint8Array): void => {
-    if (socket!.write(chunk)) stream.consume(chunk.length);
-    else owed += chunk.length;
-  };
-  stream.onData = (chunk) => {
-    scope.idle?.touch();
-    if (socket) toBackend(chunk);
-    else held.push(chunk);
-  };
-  stream.onEnd = () => {
-    clientEnded = true;
-    if (socket) socket.end();
-    else heldEnd = true;
-  };
-  stream.onDrain = () => socket?.resume();
-
-  const onSocketData = (chunk: Buffer): void => {
-    scope.idle?.touch();
-    if (!stream.write(chunk)) socket!.pause();
-  };
-  const onSocketEnd = (): void => {
-    backendEnded = true;
-    stream.end();
-  };
-  const onSocketDrain = (): void => {
-    const n = owed;
-    owed = 0;
-    stream.consume(n);
-  };
-  const onSocketError = (err: Error): void => {
-    if (stream.isClosed) log.debug({ err, stream: stream.id }, 'backend socket error after the stream closed');
-    else stream.reset(backendError(err, 'open'));
-  };
-  const onSocketClose = (): void => {
-    sockets.delete(socket!);
-    // A clean close after both EOFs leaves the stream to flush what it still holds for the client.
-    if (!stream.isClosed && !(backendEnded && clientEnded)) {
-      stream.reset(new SockgateError('SOCKGATE_ERR_BACKEND_RESET', 'the backend closed the connection'));
-    }
-  };
-
-  stream.onClose = (err) => {
-    held = [];
-    if (socket) {
-      socket.off('data', onSocketData);
-      socket.off('end', onSocketEnd);
-      socket.off('drain', onSocketDrain);
-      // Clean: both sides sent EOF, so the socket closes itself once the backend took the last bytes.
-      // 'error' and 'close' stay attached until then; the session destroys it if it ends first.
-      if (err) socket.destroy();
-    }
-    logClose(err);
-  };
-
-  const connected = (s: net.Socket): void => {
-    if (stream.isClosed) {
-      s.destroy(); // reset by the client or the session ended while we were connecting
-      return;
-    }
-    socket = s;
-    sockets.add(s);
-    s.on('data', onSocketData);
-    s.on('end', onSocketEnd);
-    s.on('drain', onSocketDrain);
-    s.on('error', onSocketError);
-    s.on('close', onSocketClose);
-    stream.accept();
-    if (stream.isClosed) return;
-    log.info({ route: route.name, stream: stream.id }, 'mux stream open');
-    const early = held;
-    held = [];
-    for (const chunk of early) toBackend(chunk);
-    if (heldEnd) s.end();
-  };
-  const failed = (err: unknown): void => {
-    if (!(err instanceof SockgateError)) log.error({ err, route: route.name, stream: stream.id }, 'backend connect failed unexpectedly');
-    stream.reject(err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL', undefined, { cause: err }));
-  };
-  ctx.connect(route.target).then(
-    (s) => guarded(() => connected(s)),
-    (err: unknown) => guarded(() => failed(err)),
-  );
-
-  function guarded(fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      log.error({ err, route: stream.route, stream: stream.id }, 'mux stream internal error');
-      abort(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
-    }
-  }
+  bridge(stream, {
+    connect: () => ctx.connect(route.target),
+    log,
+    fields: { route: route.name, stream: stream.id },
+    sockets,
+    onActivity: scope.idle ? () => scope.idle!.touch() : undefined,
+    onOpen: () => {
+      measured = ctx.metrics?.opened(route.name, streamBytes(stream), performance.now() - startedAt);
+      log.info({ route: route.name, stream: stream.id }, 'mux stream open');
+    },
+    // Not when the client reset the stream or the session ended while connecting: nothing was refused then.
+    onRefused: (err) => ctx.metrics?.failed(route.name, err.code),
+    onClose: (err) => {
+      measured?.();
+      logClose(err);
+      scope.settled();
+    },
+    onSocketClose: () => scope.settled(),
+  });
 
   function logClose(err: SockgateError | undefined): void {
     scope.totals.bytesIn += stream.bytesIn;
@@ -407,8 +370,17 @@ function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeSco
   }
 }
 
-/** End a stream with an error whatever its state: OPEN_FAIL before it was accepted, RESET after. */
-function abort(stream: Stream, err: SockgateError): void {
-  if (stream.state === 'accepting') stream.reject(err);
-  else stream.reset(err);
+/** A stream's byte counts as metrics read them: DATA from the client goes to the backend, DATA sent goes to the client. */
+function streamBytes(stream: Stream): { readonly toBackend: number; readonly toClient: number } {
+  return {
+    get toBackend() {
+      return stream.bytesIn;
+    },
+    get toClient() {
+      return stream.bytesOut;
+    },
+  };
 }
+
+/** End a stream with an error whatever its state: OPEN_FAIL before it was accepted, RESET after. */
+const abort = abortStream;

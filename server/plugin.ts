@@ -3,8 +3,11 @@
  * encapsulated (like fastify-plugin), so its routes and the `websocketServer` decorator land in the app that
  * registers it. The CLI and createGateway() are thin shells around it.
  *
- * Routes: `GET /healthz`, `GET /raw/:route` (raw mode, server/raw.ts), `GET /mux` (the sockgate protocol,
- * server/mux.ts) and, with `demo: true`, the demo page at `/` and the SDK bundle at `/sockgate.js`.
+ * Routes: `GET /healthz`, `GET /readyz`, `GET /metrics` (server/admin.ts), `GET /raw/:route` (raw mode,
+ * server/raw.ts), `GET /mux` (the sockgate protocol, server/mux.ts), `GET /agent` (reverse-tunnel agents,
+ * server/agent-endpoint.ts) and, with `demo: true`, the demo page at `/` and the SDK bundle at `/sockgate.js`.
+ * Metrics, keepalive, drain, reload and the admin listener are wired in server/ops.ts and exposed as
+ * `app.sockgate`; every session reads the config in force (server/reload.ts).
  * Every upgrade passes server/admission.ts's checks first (Host and Origin, credential, raw route permission,
  * session slots) in a preValidation hook; refusals are HTTP answers before the upgrade, as JSON
  * `{ code, message }`. Inside a user's app the plugin also tightens the server's `headersTimeout` to
@@ -14,24 +17,34 @@ import { readFile, readdir } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import { extname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { WebSocket } from 'ws';
-import { SUBPROTOCOL } from '../shared/constants.js';
+import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, type ErrorCode } from '../shared/errors.js';
-import { createAdmission, type Admitted } from './admission.js';
+import { registerOpsRoutes } from './admin.js';
+import { connectAgent, registerAgentEndpoint } from './agent-endpoint.js';
+import { LocalAgentRegistry, type AgentRegistry } from './agent-registry.js';
 import { isBearerProtocol } from './auth.js';
 import { connectBackend } from './backend.js';
 import { formatListen, resolveConfig, type ConfigInput, type GatewayConfig } from './config.js';
 import { packageRoot } from './demo-config.js';
 import { applyHandshakeTimeout } from './limits.js';
 import { handleMuxSession, type MuxContext } from './mux.js';
+import { Operations } from './ops.js';
 import { handleRawConnection, type RawContext } from './raw.js';
+import { LiveConfig, type LiveAdmitted } from './reload.js';
 import type { Target } from './routes.js';
 
 export interface SockgatePluginOptions {
   /** A config from resolveConfig()/loadConfigFile(), or a plain object that is resolved (and checked) here. */
   config: GatewayConfig | ConfigInput;
+  /**
+   * Which reverse-tunnel agent serves which service (PROTOCOL 11). Default: a LocalAgentRegistry of this gateway's
+   * own agents; a shared one lets several replicas reach each other's agents.
+   */
+  agentRegistry?: AgentRegistry;
 }
 
 /** The subprotocol noVNC offers for raw mode (websockify's binary mode). */
@@ -68,8 +81,9 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
     throw new Error('sockgatePlugin registers @fastify/websocket itself: register it in a context without one');
   }
 
-  /** Every backend socket open now (raw and mux), so that nothing outlives app.close(). */
-  const backends = new Set<net.Socket>();
+  /** Every backend socket (and agent stream) open now, raw and mux, so that nothing outlives app.close(). */
+  const backends = new Set<Duplex>();
+  const agents = opts.agentRegistry ?? new LocalAgentRegistry();
   const builtins = new BuiltinServers();
   app.addHook('onClose', async () => {
     for (const socket of backends) socket.destroy();
@@ -78,18 +92,38 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
   });
   if ([...config.routes.values()].some((r) => r.target.kind === 'builtin')) await builtins.startEcho();
 
-  const connect = async (target: Target): Promise<net.Socket> => {
-    const socket = await connectBackend(target, {
-      timeoutMs: limits.openTimeoutMs,
-      // undefined when not running: connectBackend then fails with SOCKGATE_ERR_ROUTE_UNAVAILABLE.
-      resolveBuiltin: (name) => builtins.address(name) as { host: string; port: number },
-    });
+  const connect = async (target: Target): Promise<Duplex> => {
+    const socket =
+      target.kind === 'agent'
+        ? // A stream on the agent's session, as a Duplex (server/stream-socket.ts), once the agent accepted it.
+          await connectAgent(agents, target.service, live.config.limits.openTimeoutMs)
+        : await connectBackend(target, {
+            timeoutMs: live.config.limits.openTimeoutMs,
+            // undefined when not running: connectBackend then fails with SOCKGATE_ERR_ROUTE_UNAVAILABLE.
+            resolveBuiltin: (name) => builtins.address(name) as { host: string; port: number },
+          });
     backends.add(socket);
     socket.once('close', () => backends.delete(socket));
     return socket;
   };
 
-  const admission = await createAdmission(config);
+  // The config in force from here on is live.config: a reload (app.sockgate.reload) replaces it for new sessions
+  // and OPENs. `config` and `limits` above are the start-up values, for what cannot change without a restart.
+  const live = await LiveConfig.create(config);
+  const ops = new Operations({
+    live,
+    log: app.log,
+    prepareReload: async (next) => {
+      if (!builtins.address('echo') && [...next.routes.values()].some((r) => r.target.kind === 'builtin')) await builtins.startEcho();
+    },
+  });
+  app.decorate('sockgate', ops.control());
+  app.addHook('onClose', () => ops.close());
+  // The admin listener follows the app's: started when it listens (createGateway().listen() waits for it).
+  app.addHook('onListen', (done) => {
+    ops.listenAdmin().catch((err: unknown) => app.log.error({ err }, 'admin listener failed to start'));
+    done();
+  });
   warnAboutExposure(app, config);
   // Slowloris: bound the time to send the upgrade request head. createGateway sets it when it creates the
   // server (with a tight checking interval); inside a user's app it is only ever tightened here.
@@ -105,14 +139,20 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
   });
 
   /** What admission decided for each upgrade request that passed, read back by the WebSocket handler. */
-  const admitted = new WeakMap<IncomingMessage, Admitted>();
+  const admitted = new WeakMap<IncomingMessage, LiveAdmitted>();
 
   /** preValidation for both WebSocket routes: admit the upgrade, or answer it with a refusal. */
   async function gate(req: FastifyRequest, reply: FastifyReply, route?: string): Promise<FastifyReply | undefined> {
     // A plain GET (no upgrade) is answered 404 by @fastify/websocket and never becomes a session.
     if (!req.ws) return undefined;
-    const result = await admission.admit(req.raw, req.ip, route);
+    const draining = ops.refuseWhileDraining();
+    if (draining) {
+      ops.metrics.upgradeRefused(draining.code);
+      return sendError(reply.header('connection', 'close'), 503, draining);
+    }
+    const result = await live.admit(req.raw, req.ip, route);
     if (!result.ok) {
+      ops.metrics.upgradeRefused(result.error.code);
       const { code, message } = result.error;
       req.log.info({ err: code, reason: message, remote: req.ip, ...(route !== undefined && { raw: clip(route) }) }, 'upgrade refused');
       for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
@@ -126,16 +166,36 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
     return undefined;
   }
 
+  /**
+   * Raw mode, after gate() admitted the upgrade: a route to an agent that is not connected is refused before the
+   * upgrade (503 SOCKGATE_ERR_ROUTE_UNAVAILABLE, PROTOCOL 11.5), and its session slot given back.
+   */
+  async function agentAvailable(req: FastifyRequest, reply: FastifyReply, name: string): Promise<FastifyReply | undefined> {
+    const target = live.config.routes.get(name)?.target;
+    if (!req.ws || target?.kind !== 'agent' || (await agents.lookup(target.service))) return undefined;
+    admitted.get(req.raw)?.release();
+    admitted.delete(req.raw);
+    const err = new SockgateError('SOCKGATE_ERR_ROUTE_UNAVAILABLE', `no agent serves ${JSON.stringify(target.service)}`);
+    ops.metrics.upgradeRefused(err.code);
+    req.log.info({ err: err.code, reason: err.message, remote: req.ip, raw: clip(name) }, 'upgrade refused');
+    return sendError(reply, 503, err);
+  }
+
   app.get('/healthz', async () => ({ status: 'ok' }));
+  registerOpsRoutes(app, ops);
 
   app.get<{ Params: { route: string } }>(
     '/raw/:route',
-    { websocket: true, preValidation: (req, reply) => gate(req, reply, req.params.route) },
+    {
+      websocket: true,
+      preValidation: async (req, reply) => (await gate(req, reply, req.params.route)) ?? (await agentAvailable(req, reply, req.params.route)),
+    },
     (socket, req) => {
       const entry = admitted.get(req.raw);
-      const route = config.routes.get(req.params.route);
-      if (!entry || !route) return socket.terminate(); // not admitted: cannot happen past the hook
-      const ctx: RawContext = { connect, limits, log: req.log };
+      const route = live.config.routes.get(req.params.route);
+      if (!entry || !route) return socket.terminate(); // not admitted (or a reload removed the route meanwhile)
+      const ctx: RawContext = { connect, limits: live.config.limits, log: req.log, metrics: ops.metrics };
+      ops.trackRaw(socket, route.name, req.log.child({ raw: route.name, remote: req.ip }));
       handleRawConnection(socket, route, ctx, { remoteAddress: req.ip, principal: entry.principal.name });
     },
   );
@@ -152,18 +212,32 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
       },
     },
     (socket, req) => {
-      const principal = admitted.get(req.raw)?.principal;
-      if (!principal) return socket.terminate();
+      const entry = admitted.get(req.raw);
+      if (!entry) return socket.terminate();
+      // The credential is checked again at each config reload; every OPEN asks the rules in force.
+      const credential = live.track(entry, req.raw.socket.localAddress ?? '');
       const ctx: MuxContext = {
-        resolveRoute: (name) => config.routes.get(name),
-        authorize: (route) => admission.authorize(principal, route),
+        resolveRoute: (name) => live.config.routes.get(name),
+        authorize: (route) => live.authorize(credential, route),
         connect,
-        limits,
+        limits: live.config.limits,
         log: req.log,
+        metrics: ops.metrics,
       };
-      handleMuxSession(socket, ctx, { remoteAddress: req.ip, principal: principal.name });
+      const handle = handleMuxSession(socket, ctx, { remoteAddress: req.ip, principal: entry.principal.name });
+      if (handle) ops.trackMux(socket, handle, credential, req.log.child({ remote: req.ip }));
+      else live.untrack(credential);
     },
   );
+
+  // Reverse-tunnel agents dial in here (PROTOCOL 11); clients reach them through routes with agent: targets.
+  registerAgentEndpoint(app, {
+    registry: agents,
+    admission: () => live.admission,
+    limits: () => live.config.limits,
+    refuse: () => ops.refuseWhileDraining(),
+    onRefused: (err) => ops.metrics.upgradeRefused(err.code),
+  });
 
   if (config.demo) registerDemo(app);
 }
@@ -175,7 +249,7 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
  */
 function chooseSubprotocol(offered: Set<string>, req: IncomingMessage): string | false {
   const path = (req.url ?? '').split('?', 1)[0]!;
-  const wanted = path.endsWith('/mux') ? SUBPROTOCOL : path.includes('/raw/') ? RAW_SUBPROTOCOL : undefined;
+  const wanted = path.endsWith('/mux') || path.endsWith(AGENT_PATH) ? SUBPROTOCOL : path.includes('/raw/') ? RAW_SUBPROTOCOL : undefined;
   for (const protocol of offered) {
     if (!isBearerProtocol(protocol) && protocol === wanted) return protocol;
   }

@@ -9,7 +9,7 @@
  * - client -> backend: when backend.write() returns false the WebSocket is paused (ws stops reading its TCP
  *   socket) until 'drain'. It is also paused while the backend connects, so nothing piles up meanwhile.
  */
-import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocket, type RawData } from 'ws';
 import { ERRORS, SockgateError } from '../shared/errors.js';
@@ -17,14 +17,18 @@ import { truncateUtf8 } from '../shared/utf8.js';
 import { backendError } from './backend.js';
 import type { GatewayLimits } from './config.js';
 import { IdleTimer } from './limits.js';
+import type { StreamMetrics } from './metrics.js';
 import { formatTarget, type Route, type Target } from './routes.js';
 
 export interface RawContext {
   /** connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. */
-  connect(target: Target): Promise<net.Socket>;
+  /** A backend socket, or an agent's stream as a Duplex (server/stream-socket.ts): the same stream contract. */
+  connect(target: Target): Promise<Duplex>;
   /** idleTimeoutMs: close (4002) after this many milliseconds without bytes either way; 0 or absent: off. */
   limits: Pick<GatewayLimits, 'maxTransportBufferedBytes'> & Partial<Pick<GatewayLimits, 'idleTimeoutMs'>>;
   log: FastifyBaseLogger;
+  /** Counts the connection as one stream of its route (server/metrics.ts); absent: not measured. */
+  metrics?: StreamMetrics;
 }
 
 /**
@@ -48,7 +52,7 @@ export function handleRawConnection(
   const highWater = ctx.limits.maxTransportBufferedBytes;
   const lowWater = Math.floor(highWater / 2);
 
-  let backend: net.Socket | undefined;
+  let backend: Duplex | undefined;
   /** Messages that arrived before the backend connected: at most what ws had read when it was paused. */
   let early: Buffer[] = [];
   /** Bytes handed to ws.send() whose callback has not fired yet. */
@@ -58,6 +62,8 @@ export function handleRawConnection(
   let wsClosed = false;
   let failure: SockgateError | undefined;
   const bytes = { in: 0, out: 0 };
+  /** Given by metrics when the backend connection opens; called when the WebSocket closes. */
+  let measured: (() => void) | undefined;
 
   ws.binaryType = 'nodebuffer';
   ws.pause();
@@ -87,6 +93,7 @@ export function handleRawConnection(
   ws.on('close', (code: number, reason: Buffer) => {
     wsClosed = true;
     idle?.stop();
+    measured?.();
     early = [];
     if (backend) endBackend(backend);
     log.info(
@@ -107,15 +114,28 @@ export function handleRawConnection(
     failure = err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
     if (!(err instanceof SockgateError)) log.error({ err }, 'backend connect failed unexpectedly');
     else log.info({ err: failure.code, reason: failure.message }, 'raw backend connect failed');
+    if (!wsClosed) ctx.metrics?.failed(route.name, failure.code);
     closeWs(1011, closeReason(failure));
   });
 
-  function connected(socket: net.Socket): void {
+  function connected(socket: Duplex): void {
     if (wsClosed) {
       socket.destroy(); // the client left while we were connecting
       return;
     }
     backend = socket;
+    measured = ctx.metrics?.opened(
+      route.name,
+      {
+        get toBackend() {
+          return bytes.in;
+        },
+        get toClient() {
+          return bytes.out;
+        },
+      },
+      performance.now() - startedAt,
+    );
     socket.on('data', (chunk: Buffer) => {
       if (ws.readyState !== WebSocket.OPEN) return; // closing or closed: nobody to send to
       idle?.touch();
@@ -156,7 +176,7 @@ export function handleRawConnection(
     if (!awaitingBackendDrain) ws.resume();
   }
 
-  function writeToBackend(socket: net.Socket, chunk: Buffer): void {
+  function writeToBackend(socket: Duplex, chunk: Buffer): void {
     if (socket.write(chunk) || awaitingBackendDrain) return;
     awaitingBackendDrain = true;
     ws.pause();
@@ -166,7 +186,7 @@ export function handleRawConnection(
     });
   }
 
-  function endBackend(socket: net.Socket): void {
+  function endBackend(socket: Duplex): void {
     if (socket.destroyed) return;
     socket.end();
     // Read and discard until the backend's own EOF, so a paused socket can still see it and close.

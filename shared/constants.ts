@@ -36,6 +36,15 @@ export const PING_PAYLOAD_BYTES = 8;
 /** PROTOCOL 4.1: stream ids are u32. */
 export const MAX_STREAM_ID = 0xffff_ffff;
 
+/** PROTOCOL 11.2: the endpoint an agent dials (reverse tunnels). */
+export const AGENT_PATH = '/agent';
+
+/** PROTOCOL 11.3: the query parameter of the agent's upgrade request that lists the services it serves. */
+export const AGENT_SERVICES_PARAM = 'services';
+
+/** PROTOCOL 11.3: the most services one agent session may register. */
+export const MAX_AGENT_SERVICES = 64;
+
 /** PROTOCOL 3.2: the characters a route name may use. */
 export const ROUTE_NAME_PATTERN = /^[A-Za-z0-9._-]{1,255}$/;
 

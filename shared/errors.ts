@@ -46,6 +46,7 @@ export const ERRORS = {
   SOCKGATE_ERR_SESSION_IDLE_TIMEOUT: { message: 'idle timeout', closeCode: 4002 },
   SOCKGATE_ERR_SESSION_DRAIN_TIMEOUT: { message: 'drain deadline passed', closeCode: 4003 },
   SOCKGATE_ERR_SESSION_IDS_EXHAUSTED: { message: 'no stream ids left on this session', closeCode: 4004 },
+  SOCKGATE_ERR_SESSION_REPLACED: { message: 'a newer agent registered the same service', closeCode: 4005 },
   SOCKGATE_ERR_PROTOCOL_TRUNCATED: { message: 'frame truncated', closeCode: 1002 },
   SOCKGATE_ERR_PROTOCOL_BAD_TYPE: { message: 'unknown frame type', closeCode: 1002 },
   SOCKGATE_ERR_PROTOCOL_BAD_FLAGS: { message: 'reserved flags set', closeCode: 1002 },
@@ -64,6 +65,7 @@ export const ERRORS = {
   SOCKGATE_ERR_ORIGIN_FORBIDDEN: { message: 'the request Origin or Host is not allowed', httpStatus: 403 },
   SOCKGATE_ERR_LIMIT_SESSIONS: { message: 'the gateway has too many sessions', httpStatus: 503 },
   SOCKGATE_ERR_LIMIT_SESSIONS_PER_IP: { message: 'too many sessions from this address', httpStatus: 429 },
+  SOCKGATE_ERR_AGENT_BAD_SERVICES: { message: 'the services an agent registers are missing or malformed', httpStatus: 400 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

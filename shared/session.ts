@@ -59,6 +59,12 @@ export interface SessionOptions {
   maxIncomingStreams?: number;
   /** PINGs awaiting a PONG at once. Default 8. */
   maxPendingPings?: number;
+  /**
+   * While stream data arrives, refresh the round-trip time with a PING at most once per this many milliseconds,
+   * so that window auto-tuning (PROTOCOL 5.5) sees the RTT under load rather than one taken on an idle link. Off
+   * (undefined) by default: window growth then relies on pings the application sends.
+   */
+  rttProbeIntervalMs?: number;
   /** A new stream opened by the peer. Call accept() or reject() on it (now or later). */
   onStream?: (stream: Stream, route: string, options: readonly FrameOption[]) => void;
   onGoAway?: (err: SockgateError) => void;
@@ -69,6 +75,11 @@ export interface SessionOptions {
    * (used for rate limits). Optional.
    */
   admitOpen?: () => SockgateError | undefined;
+  /**
+   * An incoming OPEN was refused by the engine itself, before onStream (GOAWAY sent, admitOpen, too many
+   * streams, a bad route name or option). `route` is the peer's text, unchecked. For metrics; optional.
+   */
+  onOpenRefused?: (route: string, err: SockgateError) => void;
   /** Clock in milliseconds; performance.now by default. */
   now?: () => number;
 }
@@ -165,7 +176,10 @@ export class Stream {
     if (this.state === 'closed' || n <= 0) return;
     const update = this.window.consume(n, this.session.now(), this.session.rtt);
     // After the peer's FIN no more DATA comes, so credit would be wasted bytes on the wire.
-    if (update && !this.remoteEnded) this.session.sendControl(encodeWindow(this.id, update.consumed, update.window));
+    if (update && !this.remoteEnded) {
+      this.session.sendControl(encodeWindow(this.id, update.consumed, update.window));
+      this.session.probeRtt();
+    }
   }
 
   /** Abort both directions with a code (PROTOCOL 4.4). Pending data is dropped. */
@@ -225,6 +239,9 @@ export class Session {
   private readonly sendQueue: Stream[] = [];
   private readonly pings = new Map<string, { sentAt: number; resolve: (rtt: number) => void; reject: (e: unknown) => void }>();
   private pingCounter = 0;
+  /** rttProbeIntervalMs: a probe PING is in flight; when the last one was sent. */
+  private probing = false;
+  private lastProbeAt = -Infinity;
 
   constructor(opts: SessionOptions) {
     this.opts = opts;
@@ -271,6 +288,20 @@ export class Session {
       this.pings.set(key, { sentAt: this.now(), resolve, reject });
       this.sendControl(encodePing(opaque));
     });
+  }
+
+  /** @internal A WINDOW just went out: data is flowing in, so refresh the RTT if rttProbeIntervalMs says so. */
+  probeRtt(): void {
+    const every = this.opts.rttProbeIntervalMs;
+    if (every === undefined || this.probing || this.closed || this.pings.size >= this.maxPendingPings) return;
+    const now = this.now();
+    if (now - this.lastProbeAt < every) return;
+    this.lastProbeAt = now;
+    this.probing = true;
+    const done = (): void => {
+      this.probing = false;
+    };
+    this.ping().then(done, done);
   }
 
   /** PINGs sent and not yet answered. */
@@ -372,6 +403,13 @@ export class Session {
   /** @internal Send what a stream may send now; queue it for the transport otherwise. */
   flush(stream: Stream): void {
     if (this.closed || !stream.canSend) return;
+    // Streams already waiting for the transport go first: one whose data arrives just after a drain must not jump
+    // the round-robin queue (with many busy streams that starved the queued ones). The queue is only ever non-empty
+    // while the transport holds bytes, so a drain is due.
+    if (this.sendQueue.length > 0 && stream.pendingBytes > 0 && stream.credit.available > 0) {
+      this.enqueue(stream);
+      return;
+    }
     while (stream.pendingBytes > 0 && stream.credit.available > 0) {
       if (this.transport.bufferedAmount >= this.maxBuffered) {
         this.enqueue(stream);
@@ -585,7 +623,10 @@ export class Session {
       throw new SockgateError('SOCKGATE_ERR_PROTOCOL_BAD_STREAM_ID', `OPEN with stream id ${id}`);
     }
     this.lastRemoteId = id;
-    const refuse = (err: SockgateError): void => this.sendControl(encodeOpenFail(id, wireCodeOf(err), wireReason(err)));
+    const refuse = (err: SockgateError): void => {
+      this.sendControl(encodeOpenFail(id, wireCodeOf(err), wireReason(err)));
+      this.opts.onOpenRefused?.(route, err);
+    };
     if (this.goingAway) return refuse(new SockgateError('SOCKGATE_ERR_STREAM_SHUTTING_DOWN'));
     const admitted = this.opts.admitOpen?.();
     if (admitted) return refuse(admitted);

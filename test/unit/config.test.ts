@@ -60,6 +60,9 @@ describe('resolveConfig: defaults', () => {
         'openTimeoutMs',
         'opensBurst',
         'opensPerSecond',
+        'keepaliveIntervalMs',
+        'keepaliveTimeoutMs',
+        'drainTimeoutMs',
       ].sort(),
     );
     expect(DEFAULTS.limits).toMatchObject({

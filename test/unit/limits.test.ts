@@ -30,6 +30,9 @@ describe('LIMIT_DEFAULTS and resolveLimits', () => {
       openTimeoutMs: 10_000,
       maxWindowBytes: 4_194_304,
       maxTransportBufferedBytes: 1_048_576,
+      keepaliveIntervalMs: 30_000,
+      keepaliveTimeoutMs: 10_000,
+      drainTimeoutMs: 30_000,
     });
   });
 

@@ -309,3 +309,64 @@ describe('PROTOCOL.md section 9: test vectors', () => {
     });
   }
 });
+
+describe('PROTOCOL.md section 11: agents', () => {
+  const table = tables(section('11. Agents')).find((t) => t.header.includes('name') && t.header.includes('value'));
+  if (!table) throw new Error('PROTOCOL.md section 11 has no constants table');
+  const names = column(table, 'name');
+  const values = column(table, 'value');
+
+  it('lists the agent constants the code exports', () => {
+    expect(names).toEqual(['AGENT_PATH', 'AGENT_SERVICES_PARAM', 'MAX_AGENT_SERVICES']);
+  });
+
+  for (const [i, name] of names.entries()) {
+    const value = values[i]!;
+    it(`${name} = ${value}`, () => {
+      const actual = (constants as Record<string, unknown>)[name];
+      if (typeof actual === 'string') expect(actual).toBe(value.replace(/`/g, ''));
+      else expect(actual).toBe(number(value));
+    });
+  }
+
+  it('pins the values independently of the document', () => {
+    expect(constants.AGENT_PATH).toBe('/agent');
+    expect(constants.AGENT_SERVICES_PARAM).toBe('services');
+    expect(constants.MAX_AGENT_SERVICES).toBe(64);
+    expect(ERRORS.SOCKGATE_ERR_SESSION_REPLACED.closeCode).toBe(4005);
+    expect(ERRORS.SOCKGATE_ERR_AGENT_BAD_SERVICES.httpStatus).toBe(400);
+  });
+
+  it('the prose quotes the same limit and close code', () => {
+    const text = section('11. Agents');
+    expect(text).toContain('`MAX_AGENT_SERVICES` (64)');
+    expect(text).toContain('4005 `SOCKGATE_ERR_SESSION_REPLACED`');
+  });
+
+  const vectors = fenced('agent-vectors').map((line) => {
+    const m = line.match(/^([a-z0-9-]+):\s+(.*)$/);
+    if (!m) throw new Error(`bad agent vector line: ${line}`);
+    return { name: m[1]!, bytes: hex(m[2]!) };
+  });
+
+  for (const { name, bytes } of vectors) {
+    it(`${name} decodes and encodes back to the same bytes`, () => {
+      expect(encodeFrame(decodeFrame(bytes))).toEqual(bytes);
+    });
+  }
+
+  it('decodes to the fields the document describes: streams the gateway opens have even ids', () => {
+    const byName = new Map(vectors.map((v) => [v.name, decodeFrame(v.bytes)]));
+    expect(byName.get('open-to-agent')).toEqual({ type: FrameType.OPEN, streamId: 2, route: 'ssh', options: [] });
+    expect(byName.get('data-to-agent')).toEqual({ type: FrameType.DATA, streamId: 2, data: new TextEncoder().encode('hello') });
+    expect(byName.get('ok-from-agent')).toEqual({ type: FrameType.OPEN_OK, streamId: 2, options: [] });
+    expect(byName.get('fin-to-agent')).toEqual({ type: FrameType.FIN, streamId: 2 });
+    expect(byName.get('fail-from-agent')).toEqual({
+      type: FrameType.OPEN_FAIL,
+      streamId: 4,
+      code: ERRORS.SOCKGATE_ERR_BACKEND_REFUSED.wireCode,
+      reason: 'ECONNREFUSED',
+    });
+    for (const frame of byName.values()) expect(frame.streamId % 2).toBe(0);
+  });
+});

@@ -14,13 +14,15 @@ describe('parseTarget', () => {
     ['unix:/run/postgresql/.s.PGSQL.5432', { kind: 'unix', path: '/run/postgresql/.s.PGSQL.5432' }],
     ['unix:///var/run/docker.sock', { kind: 'unix', path: '/var/run/docker.sock' }],
     ['builtin:echo', { kind: 'builtin', name: 'echo' }],
+    ['agent:ssh', { kind: 'agent', service: 'ssh' }],
+    ['agent:home.db-1_x', { kind: 'agent', service: 'home.db-1_x' }],
   ])('%s', (text, target) => {
     expect(parseTarget(text)).toEqual(target);
   });
 
   it.each([
-    ['', /expected tcp:\/\/host:port, unix:\/path or builtin:echo/],
-    ['127.0.0.1:22', /expected tcp:\/\/host:port, unix:\/path or builtin:echo/],
+    ['', /expected tcp:\/\/host:port, unix:\/path, builtin:echo or agent:SERVICE/],
+    ['127.0.0.1:22', /expected tcp:\/\/host:port, unix:\/path, builtin:echo or agent:SERVICE/],
     ['http://example.com:80', /expected tcp:\/\/host:port/],
     ['tcp://127.0.0.1', /expected tcp:\/\/host:port/],
     ['tcp://127.0.0.1:', /expected tcp:\/\/host:port/],
@@ -36,8 +38,11 @@ describe('parseTarget', () => {
     ['unix:relative.sock', /must be absolute/],
     ['unix:', /must be absolute/],
     ['unix:/tmp/a\0b', /NUL in path/],
-    ['builtin:cat', /expected tcp:\/\/host:port, unix:\/path or builtin:echo/],
+    ['builtin:cat', /expected tcp:\/\/host:port, unix:\/path, builtin:echo or agent:SERVICE/],
     ['TCP://127.0.0.1:22', /expected tcp:\/\/host:port/],
+    ['agent:', /an agent service name is 1 to 255 characters/],
+    ['agent:a/b', /an agent service name is 1 to 255 characters/],
+    [`agent:${'x'.repeat(256)}`, /an agent service name is 1 to 255 characters/],
   ])('refuses %j', (text, pattern) => {
     let err: unknown;
     try {
@@ -53,7 +58,7 @@ describe('parseTarget', () => {
   });
 
   it('round-trips through formatTarget', () => {
-    for (const text of ['tcp://127.0.0.1:22', 'tcp://[::1]:5901', 'tcp://example.com:80', 'unix:/run/x.sock', 'builtin:echo']) {
+    for (const text of ['tcp://127.0.0.1:22', 'tcp://[::1]:5901', 'tcp://example.com:80', 'unix:/run/x.sock', 'builtin:echo', 'agent:ssh']) {
       expect(formatTarget(parseTarget(text))).toBe(text);
     }
   });

@@ -1,0 +1,172 @@
+/**
+ * The one bridge between an engine Stream and a Node Duplex (a backend net.Socket, a local socket, or another
+ * stream as a StreamSocket), used by the gateway's mux mode, the reverse-tunnel agent and the forwarder:
+ *
+ * - stream -> socket: a chunk is reported consumed (its credit returned, PROTOCOL 5.2) only when socket.write()
+ *   accepted it without backpressure, else on the socket's 'drain';
+ * - socket -> stream: when stream.write() returns false the socket is paused until the stream's onDrain;
+ * - FIN maps to socket.end(), the socket's EOF to FIN (half-close both ways, PROTOCOL 4.3);
+ * - every failure ends the other side with a code: a SockgateError keeps its own, a socket error maps from its
+ *   errno (server/backend.ts).
+ *
+ * A stream the peer opened (origin 'remote') is accepted once `connect()` resolves and refused with its error
+ * otherwise; a stream we opened (origin 'local', e.g. the forwarder's) can carry data before the peer accepts it,
+ * within the initial window (PROTOCOL 4.2), and an OPEN_FAIL simply closes it.
+ */
+import type { Duplex } from 'node:stream';
+import { SockgateError } from '../shared/errors.js';
+import type { Stream } from '../shared/session.js';
+import { backendError } from './backend.js';
+
+/** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
+export interface BridgeLogger {
+  info(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface BridgeOptions {
+  /** Connect the other side. Rejects with a SockgateError (its code goes to the peer); anything else is a bug. */
+  connect(): Promise<Duplex>;
+  log: BridgeLogger;
+  /** Fields that name the stream in log lines (route, stream id). */
+  fields?: Record<string, unknown>;
+  /** Stream bytes moved either way (an idle timer's touch). */
+  onActivity?(): void;
+  /** The other side is connected (and a stream the peer opened was accepted). */
+  onOpen?(socket: Duplex): void;
+  /**
+   * connect() failed while the stream still waited for it: it is refused (OPEN_FAIL) or reset with `err` next. Not
+   * called when the peer reset the stream, or the session ended, meanwhile: nothing was refused then.
+   */
+  onRefused?(err: SockgateError): void;
+  /** The stream closed; err is undefined for a clean close. Called once. */
+  onClose?(err: SockgateError | undefined): void;
+  /** The connected socket closed (after the stream, when it still flushed the last bytes). */
+  onSocketClose?(): void;
+  /** Holds each connected socket until it closes, so an owner (the session) can destroy what outlives it. */
+  sockets?: Set<Duplex>;
+}
+
+/** Bridge `stream` to the Duplex `opts.connect()` gives. Never throws; every failure ends the stream with a code. */
+export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
+  const { log } = opts;
+  const fields = opts.fields ?? { stream: stream.id };
+  let socket: Duplex | undefined;
+  /** Peer data and FIN that arrived before the socket connected; the initial window bounds it (PROTOCOL 4.2). */
+  let held: Uint8Array[] = [];
+  let heldEnd = false;
+  /** Bytes written to the socket while its buffer was full: their credit goes back on 'drain'. */
+  let owed = 0;
+  /** The socket sent EOF / the peer sent FIN (and we called end()). */
+  let socketEnded = false;
+  let peerEnded = false;
+
+  const toSocket = (chunk: Uint8Array): void => {
+    if (socket!.write(chunk)) stream.consume(chunk.length);
+    else owed += chunk.length;
+  };
+  stream.onData = (chunk) => {
+    opts.onActivity?.();
+    if (socket) toSocket(chunk);
+    else held.push(chunk);
+  };
+  stream.onEnd = () => {
+    peerEnded = true;
+    if (socket) socket.end();
+    else heldEnd = true;
+  };
+  stream.onDrain = () => socket?.resume();
+
+  const onSocketData = (chunk: Buffer): void => {
+    opts.onActivity?.();
+    if (!stream.write(chunk)) socket!.pause();
+  };
+  const onSocketEnd = (): void => {
+    socketEnded = true;
+    stream.end();
+  };
+  const onSocketDrain = (): void => {
+    const n = owed;
+    owed = 0;
+    stream.consume(n);
+  };
+  const onSocketError = (err: Error): void => {
+    if (stream.isClosed) log.debug({ err, ...fields }, 'socket error after the stream closed');
+    else stream.reset(err instanceof SockgateError ? err : backendError(err, 'open'));
+  };
+  const onSocketClose = (): void => {
+    opts.sockets?.delete(socket!);
+    opts.onSocketClose?.();
+    // A clean close after both EOFs leaves the stream to flush what it still holds for the peer.
+    if (!stream.isClosed && !(socketEnded && peerEnded)) {
+      stream.reset(new SockgateError('SOCKGATE_ERR_BACKEND_RESET', 'the backend closed the connection'));
+    }
+  };
+
+  stream.onClose = (err) => {
+    held = [];
+    if (socket) {
+      socket.off('data', onSocketData);
+      socket.off('end', onSocketEnd);
+      socket.off('drain', onSocketDrain);
+      // Clean: both sides sent EOF, so the socket closes itself once it took the last bytes. 'error' and
+      // 'close' stay attached until then; the owner destroys it if it ends first.
+      if (err) socket.destroy();
+    }
+    opts.onClose?.(err);
+  };
+
+  const connected = (s: Duplex): void => {
+    if (stream.isClosed) {
+      s.destroy(); // reset by the peer, or the session ended, while we were connecting
+      return;
+    }
+    socket = s;
+    opts.sockets?.add(s);
+    s.on('data', onSocketData);
+    s.on('end', onSocketEnd);
+    s.on('drain', onSocketDrain);
+    s.on('error', onSocketError);
+    s.on('close', onSocketClose);
+    stream.accept();
+    if (stream.isClosed) return;
+    opts.onOpen?.(s);
+    const early = held;
+    held = [];
+    for (const chunk of early) toSocket(chunk);
+    if (heldEnd) s.end();
+  };
+  const failed = (err: unknown): void => {
+    if (!(err instanceof SockgateError)) log.error({ err, ...fields }, 'connect failed unexpectedly');
+    const refusal = err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL', undefined, { cause: err });
+    if (stream.isClosed) return;
+    opts.onRefused?.(refusal);
+    abortStream(stream, refusal);
+  };
+  let connecting: Promise<Duplex>;
+  try {
+    connecting = opts.connect();
+  } catch (err) {
+    connecting = Promise.reject(err);
+  }
+  connecting.then(
+    (s) => guarded(() => connected(s)),
+    (err: unknown) => guarded(() => failed(err)),
+  );
+
+  function guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      log.error({ err, ...fields }, 'stream bridge internal error');
+      abortStream(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
+    }
+  }
+}
+
+/** End a stream with an error whatever its state: OPEN_FAIL before it was accepted, RESET after. */
+export function abortStream(stream: Stream, err: SockgateError): void {
+  if (stream.state === 'accepting') stream.reject(err);
+  else stream.reset(err);
+}
