@@ -83,6 +83,21 @@ export interface Admission {
  * `counter`: the session slots to take from, kept across config reloads (its limits are the caller's to set);
  * a new one from config.limits by default.
  */
+/**
+ * Keep an admitted upgrade's result for its WebSocket handler. The session slot belongs to the TCP connection:
+ * it is given back when that closes, whether or not the upgrade completes.
+ */
+export function holdAdmitted<T extends { readonly release: Release }>(
+  admitted: WeakMap<IncomingMessage, T>,
+  req: IncomingMessage,
+  result: T,
+): void {
+  const socket = req.socket;
+  if (socket.destroyed) result.release();
+  else socket.once('close', result.release);
+  admitted.set(req, result);
+}
+
 export async function createAdmission(config: GatewayConfig, options: { counter?: ConnectionCounter } = {}): Promise<Admission> {
   const origins = createOriginPolicy({
     origins: config.origins,

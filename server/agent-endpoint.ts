@@ -14,7 +14,7 @@ import type { WebSocket } from 'ws';
 import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session } from '../shared/session.js';
-import type { AdmittedAgent, Admission } from './admission.js';
+import { holdAdmitted, type AdmittedAgent, type Admission } from './admission.js';
 import type { AgentLink, AgentRegistry } from './agent-registry.js';
 import type { GatewayLimits } from './config.js';
 import { startKeepalive, terminateAfter } from './keepalive.js';
@@ -61,11 +61,7 @@ export function registerAgentEndpoint(app: FastifyInstance, opts: AgentEndpointO
           for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
           return sendError(reply, result.status, result.error);
         }
-        // The slot is the TCP connection's: given back when it closes, whether or not the upgrade completes.
-        const socket = req.raw.socket;
-        if (socket.destroyed) result.release();
-        else socket.once('close', result.release);
-        admitted.set(req.raw, result);
+        holdAdmitted(admitted, req.raw, result);
         return undefined;
       },
     },

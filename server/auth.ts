@@ -50,26 +50,31 @@ const routesSchema = z
     });
   });
 
+/** The secret of a static credential: the token itself, or its SHA-256 so the config file need not hold it. */
+const credentialFields = {
+  /** Shown in logs as the principal; never the token. */
+  name: z.string().min(1).max(128),
+  token: z
+    .string()
+    .min(MIN_TOKEN_CHARS)
+    .max(MAX_CREDENTIAL_CHARS)
+    .regex(B64TOKEN, 'may hold only A-Z a-z 0-9 - . _ ~ + / and trailing =')
+    .optional(),
+  /** Hex SHA-256 of the token, so the config file does not hold the token itself. */
+  tokenSha256: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits (a SHA-256 digest)')
+    .optional(),
+};
+
+const exactlyOneSecret = [
+  (t: { token?: string; tokenSha256?: string }) => (t.token === undefined) !== (t.tokenSha256 === undefined),
+  { message: 'give exactly one of token or tokenSha256' },
+] as const;
+
 const tokenEntrySchema = z
-  .strictObject({
-    /** Shown in logs as the principal; never the token. */
-    name: z.string().min(1).max(128),
-    token: z
-      .string()
-      .min(MIN_TOKEN_CHARS)
-      .max(MAX_CREDENTIAL_CHARS)
-      .regex(B64TOKEN, 'may hold only A-Z a-z 0-9 - . _ ~ + / and trailing =')
-      .optional(),
-    /** Hex SHA-256 of the token, so the config file does not hold the token itself. */
-    tokenSha256: z
-      .string()
-      .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits (a SHA-256 digest)')
-      .optional(),
-    routes: routesSchema,
-  })
-  .refine((t) => (t.token === undefined) !== (t.tokenSha256 === undefined), {
-    message: 'give exactly one of token or tokenSha256',
-  });
+  .strictObject({ ...credentialFields, routes: routesSchema })
+  .refine(...exactlyOneSecret);
 
 /**
  * A reverse-tunnel agent's credential (PROTOCOL 11): a static token and the services it may register. Agent
@@ -77,18 +82,7 @@ const tokenEntrySchema = z
  */
 const agentEntrySchema = z
   .strictObject({
-    /** Shown in logs as the agent's principal; never the token. */
-    name: z.string().min(1).max(128),
-    token: z
-      .string()
-      .min(MIN_TOKEN_CHARS)
-      .max(MAX_CREDENTIAL_CHARS)
-      .regex(B64TOKEN, 'may hold only A-Z a-z 0-9 - . _ ~ + / and trailing =')
-      .optional(),
-    tokenSha256: z
-      .string()
-      .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits (a SHA-256 digest)')
-      .optional(),
+    ...credentialFields,
     /** Service names this agent may register; no '*': taking over a service is a privilege to grant by name. */
     services: z
       .array(z.string())
@@ -101,9 +95,7 @@ const agentEntrySchema = z
         });
       }),
   })
-  .refine((t) => (t.token === undefined) !== (t.tokenSha256 === undefined), {
-    message: 'give exactly one of token or tokenSha256',
-  });
+  .refine(...exactlyOneSecret);
 
 const jwtSchema = z
   .strictObject({

@@ -35,6 +35,7 @@ import { handleMuxSession, type MuxContext } from './mux.js';
 import { Operations } from './ops.js';
 import { handleRawConnection, type RawContext } from './raw.js';
 import { LiveConfig, type LiveAdmitted } from './reload.js';
+import { holdAdmitted } from './admission.js';
 import type { Target } from './routes.js';
 
 export interface SockgatePluginOptions {
@@ -158,11 +159,7 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
       for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
       return sendError(reply, result.status, result.error);
     }
-    // The slot is the TCP connection's: given back when it closes, whether or not the upgrade completes.
-    const socket = req.raw.socket;
-    if (socket.destroyed) result.release();
-    else socket.once('close', result.release);
-    admitted.set(req.raw, result);
+    holdAdmitted(admitted, req.raw, result);
     return undefined;
   }
 
