@@ -8,6 +8,7 @@ import { Session } from '../shared/session.js';
 import { toSockgateError } from './errors.js';
 import { SessionCloseEvent, SessionErrorEvent, SessionGoAwayEvent, TypedEventTarget, type SessionEventMap } from './events.js';
 import { SockgateSocket, type SocketHost } from './socket.js';
+import { openReconnecting, type ReconnectOptions, type ReconnectingSession } from './reconnect.js';
 import {
   DrainPoller,
   WebSocketTransport,
@@ -37,9 +38,19 @@ export interface OpenSessionOptions {
   openTimeoutMs?: number;
   /** Largest receive window per socket, in bytes (INITIAL_WINDOW..MAX_WINDOW); bounds memory per socket. Default 4 MiB. */
   maxWindowBytes?: number;
+  /**
+   * Stay connected (see reconnect.ts and docs/SDK.md): openSession then resolves to a ReconnectingSession that
+   * replaces its connection after a loss or a GOAWAY. `true` uses the defaults (250 ms initial, 30 s max, unbounded).
+   */
+  reconnect?: boolean | ReconnectOptions;
+  /** With reconnect: PING every this many ms (refreshes `rtt`); no PONG within keepaliveTimeoutMs counts as a loss. Default 15,000; 0 turns it off. */
+  keepaliveIntervalMs?: number;
+  /** With keepaliveIntervalMs: how long to wait for the PONG, in ms. Default min(keepaliveIntervalMs, 10,000). */
+  keepaliveTimeoutMs?: number;
 }
 
-export type SessionState = 'open' | 'closed';
+/** 'reconnecting' only for a ReconnectingSession (openSession with `reconnect`). */
+export type SessionState = 'open' | 'reconnecting' | 'closed';
 
 const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
 
@@ -52,7 +63,10 @@ const RTT_PROBE_INTERVAL_MS = 200;
  * SOCKGATE_ERR_SDK_HANDSHAKE when the upgrade fails (the message has the HTTP status where the platform gives
  * it), or with signal.reason when aborted.
  */
-export function openSession(url: string | URL, options: OpenSessionOptions = {}): Promise<SockgateSession> {
+export function openSession(url: string | URL, options: OpenSessionOptions & { reconnect: true | ReconnectOptions }): Promise<ReconnectingSession>;
+export function openSession(url: string | URL, options?: OpenSessionOptions): Promise<SockgateSession>;
+export function openSession(url: string | URL, options: OpenSessionOptions = {}): Promise<SockgateSession | ReconnectingSession> {
+  if (options.reconnect) return openReconnecting(url, options, (u, o) => openSession(u, o));
   const signal = options.signal;
   if (signal?.aborted) return Promise.reject(signal.reason);
   const Ctor = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -241,6 +255,11 @@ export class SockgateSession extends TypedEventTarget<SessionEventMap> {
     this.sockets.add(socket);
     this.poller.check();
     return socket;
+  }
+
+  /** @internal Drop the connection with an error (a dead link found by keepalive): sockets end with err. */
+  abort(err: SockgateError): void {
+    if (!this.wsClosed) this.engine.close(err);
   }
 
   /** Measure the round-trip time with a PING (PROTOCOL 6.1); also updates `rtt`. */

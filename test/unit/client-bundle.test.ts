@@ -12,9 +12,12 @@ import { describe, expect, it } from 'vitest';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bundlePath = join(root, 'dist/browser/sockgate.js');
 
-/** Measured 29,766 bytes minified (9,238 gzipped) when the caps were set; raise them deliberately, not by accident. */
-const MAX_MINIFIED_BYTES = 32 * 1024;
-const MAX_GZIPPED_BYTES = 10 * 1024;
+/**
+ * Measured 29,766 bytes minified (9,238 gzipped) when the caps were set; 37,539 (11,332) with the reconnecting
+ * session (client/reconnect.ts), when they were raised from 32/10 KiB. Raise them deliberately, not by accident.
+ */
+const MAX_MINIFIED_BYTES = 40 * 1024;
+const MAX_GZIPPED_BYTES = 12 * 1024;
 
 function bundle(): string {
   if (!existsSync(bundlePath)) throw new Error('dist/browser/sockgate.js is missing: run `npm run build` first');
