@@ -2,7 +2,7 @@
  * A session: one WebSocket to a gateway's /mux, running the shared engine as the client. openSession() does the
  * handshake; SockgateSession hands out sockets and reports the session's life as typed events.
  */
-import { INITIAL_WINDOW, MAX_WINDOW, SUBPROTOCOL } from '../shared/constants.js';
+import { BEARER_SUBPROTOCOL_PREFIX, INITIAL_WINDOW, MAX_WINDOW, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, closeCodeOf } from '../shared/errors.js';
 import { Session } from '../shared/session.js';
 import { toSockgateError } from './errors.js';
@@ -28,10 +28,15 @@ export interface OpenSessionOptions {
    */
   WebSocket?: WebSocketConstructor;
   /**
-   * A bearer token, sent as the `access_token` query parameter of the upgrade request (browsers cannot set
-   * headers on a WebSocket). It may show in server logs: use short-lived tokens.
+   * A bearer token. Browsers cannot set headers on a WebSocket, so by default it travels as an extra offered
+   * subprotocol `sockgate.bearer.<base64url(token)>`, which the gateway never selects and never logs (PROTOCOL 1.2).
    */
   token?: string;
+  /**
+   * How the token travels: 'protocol' (default, above) or 'query' (`?access_token=`, RFC 6750; query strings end
+   * up in proxy logs, so use short-lived tokens there).
+   */
+  tokenCarrier?: 'protocol' | 'query';
   /** Aborts the handshake (openSession rejects with signal.reason); after it, closes the session (1000). */
   signal?: AbortSignal;
   /** Give up the handshake after this many milliseconds (SOCKGATE_ERR_SDK_HANDSHAKE). Default 10,000. */
@@ -82,8 +87,10 @@ export function openSession(url: string | URL, options: OpenSessionOptions = {})
   let ws: WebSocketLike;
   let target: string;
   try {
-    target = muxUrl(url, options.token);
-    ws = new Ctor(target, [SUBPROTOCOL]);
+    const inQuery = options.tokenCarrier === 'query';
+    target = muxUrl(url, inQuery ? options.token : undefined);
+    const protocols = options.token !== undefined && !inQuery ? [SUBPROTOCOL, bearerSubprotocol(options.token)] : [SUBPROTOCOL];
+    ws = new Ctor(target, protocols);
   } catch (err) {
     return Promise.reject(new SockgateError('SOCKGATE_ERR_SDK_HANDSHAKE', `cannot open ${String(url)}: ${String(err)}`, { cause: err }));
   }
@@ -99,6 +106,13 @@ function muxUrl(url: string | URL, token: string | undefined): string {
   else if (u.protocol === 'https:') u.protocol = 'wss:';
   if (token !== undefined) u.searchParams.set('access_token', token);
   return u.href;
+}
+
+/** PROTOCOL 1.2: `sockgate.bearer.` + base64url of the token's UTF-8 bytes (no padding). */
+function bearerSubprotocol(token: string): string {
+  let binary = '';
+  for (const byte of new TextEncoder().encode(token)) binary += String.fromCharCode(byte);
+  return BEARER_SUBPROTOCOL_PREFIX + btoa(binary).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 function redact(url: string): string {

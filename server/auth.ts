@@ -17,7 +17,7 @@ import {
   type JWTVerifyOptions,
 } from 'jose';
 import { z } from 'zod';
-import { MAX_AGENT_SERVICES, ROUTE_NAME_PATTERN } from '../shared/constants.js';
+import { BEARER_SUBPROTOCOL_PREFIX, MAX_AGENT_SERVICES, ROUTE_NAME_PATTERN } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 
 /** The JWS algorithms sockgate verifies. HS256 needs `jwt.secret`; the others a public key or the JWKS file. */
@@ -32,7 +32,8 @@ export const MIN_JWT_SECRET_BYTES = 32;
 /** Longest credential looked at, in characters; a longer one is refused before hashing or parsing it. */
 export const MAX_CREDENTIAL_CHARS = 8192;
 /** The subprotocol prefix of the third carrier: `sockgate.bearer.<base64url(token)>`. */
-export const BEARER_PROTOCOL_PREFIX = 'sockgate.bearer.';
+/** PROTOCOL 1.2: the credential subprotocol's prefix (one definition, in shared/, for the SDK too). */
+export const BEARER_PROTOCOL_PREFIX = BEARER_SUBPROTOCOL_PREFIX;
 
 // RFC 6750 b64token: what a static token may contain so that it fits all three carriers unchanged.
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;

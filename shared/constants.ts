@@ -6,6 +6,9 @@
 /** PROTOCOL 1.2: the WebSocket subprotocol that names this version. */
 export const SUBPROTOCOL = 'sockgate.v1';
 
+/** PROTOCOL 1.2: an offered subprotocol of this prefix carries a bearer token (base64url); it is never selected. */
+export const BEARER_SUBPROTOCOL_PREFIX = 'sockgate.bearer.';
+
 /** PROTOCOL 2: type (u8), flags (u8), stream id (u32). */
 export const HEADER_BYTES = 6;
 

@@ -51,6 +51,29 @@ async function session(gw: TestGateway): Promise<SockgateSession> {
 }
 
 describe('SDK through the gateway', () => {
+  it('authenticates with a token in either carrier; without it the handshake is refused', async () => {
+    const echo = await backend(tcpBackend(echoHandler));
+    const token = 'sdk-test-token-0123456789';
+    const gw = await startGateway({
+      routes: { echo: { target: echo.target } },
+      auth: { tokens: [{ name: 'sdk', token, routes: ['echo'] }] },
+    });
+    cleanups.push(() => gw.close());
+    for (const tokenCarrier of ['protocol', 'query'] as const) {
+      const s = await openSession(`${gw.wsUrl}/mux`, { token, tokenCarrier });
+      cleanups.push(() => s.close());
+      const socket = s.connect('echo');
+      const { readable, writable } = await socket.opened;
+      const writer = writable.getWriter();
+      await writer.write(new TextEncoder().encode(tokenCarrier));
+      await writer.close();
+      expect(new TextDecoder().decode(await readAll(readable))).toBe(tokenCarrier);
+    }
+    const refused = await rejectionOf(openSession(`${gw.wsUrl}/mux`));
+    expect(refused.code).toBe('SOCKGATE_ERR_SDK_HANDSHAKE');
+    expect(refused.message).toContain('401');
+  });
+
   it('round-trips bytes to a TCP echo backend', async () => {
     const echo = await backend(tcpBackend(echoHandler));
     const s = await session(await gateway({ echo: echo.target }));

@@ -44,9 +44,17 @@ async function silentServer(): Promise<string> {
 }
 
 describe('openSession: handshake', () => {
-  it('opens with sockgate.v1 and sends the token as access_token; url masks it', async () => {
+  it('opens with sockgate.v1; the token travels in an offered subprotocol by default, never in the URL', async () => {
     const s = await server();
     const sess = await session(s, { token: 'sekret' });
+    expect(sess.state).toBe('open');
+    expect(s.requests[0]).toBe('/mux');
+    expect(sess.url).not.toContain('sekret');
+  });
+
+  it("sends the token as access_token with tokenCarrier 'query'; url masks it", async () => {
+    const s = await server();
+    const sess = await session(s, { token: 'sekret', tokenCarrier: 'query' });
     expect(sess.state).toBe('open');
     expect(s.requests[0]).toBe('/mux?access_token=sekret');
     expect(sess.url).not.toContain('sekret');

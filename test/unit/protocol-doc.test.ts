@@ -102,6 +102,7 @@ describe('PROTOCOL.md section 8: constants', () => {
   it('lists the constants the code exports', () => {
     expect(names).toEqual([
       'SUBPROTOCOL',
+      'BEARER_SUBPROTOCOL_PREFIX',
       'HEADER_BYTES',
       'MAX_DATA_PAYLOAD',
       'MAX_FRAME_BYTES',
@@ -126,6 +127,7 @@ describe('PROTOCOL.md section 8: constants', () => {
 
   it('pins the values independently of the document, so changing both still fails', () => {
     expect(constants.SUBPROTOCOL).toBe('sockgate.v1');
+    expect(constants.BEARER_SUBPROTOCOL_PREFIX).toBe('sockgate.bearer.');
     expect(constants.HEADER_BYTES).toBe(6);
     expect(constants.MAX_DATA_PAYLOAD).toBe(64 * 1024);
     expect(constants.MAX_FRAME_BYTES).toBe(6 + 64 * 1024);
