@@ -1,8 +1,12 @@
 // Benchmark backends, run as their own process so their CPU does not count against the relay or the client.
-// Prints one JSON line { sink, source, echo } with the TCP ports, then serves until killed.
+// Prints one JSON line { sink, source, echo, hold, flood } with the TCP ports, then serves until killed.
 //   sink:   reads an 8-byte big-endian length, then that many bytes; answers the sha256 hex of them.
 //   source: reads an 8-byte big-endian length, then writes that many pattern bytes.
 //   echo:   writes back what it reads.
+//   hold:   accepts and never reads (the backpressure probe "backend stops reading").
+//   flood:  writes FLOOD_BYTES (argv[2], default 512 MiB) as fast as the kernel takes them, from the first moment
+//           (the probe "client stops reading"). Over IPC, { flood: 'reset' } forgets the last connection and
+//           { flood: 'stats' } answers { connected, accepted }: the bytes the kernel took on the latest one.
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -58,7 +62,38 @@ const echo = net.createServer((socket) => {
   socket.pipe(socket);
 });
 
+const FLOOD_BYTES = Number(process.argv[2] ?? 512 * 1024 * 1024);
+
+const hold = net.createServer((socket) => {
+  socket.on('error', () => {});
+  socket.pause();
+});
+
+let lastFlood = { handed: 0, socket: undefined };
+const flood = net.createServer((socket) => {
+  socket.on('error', () => {});
+  const state = { handed: 0, socket };
+  lastFlood = state;
+  let stopped = false;
+  socket.on('close', () => (stopped = true));
+  const pump = () => {
+    while (!stopped && state.handed < FLOOD_BYTES) {
+      const k = Math.min(FLOOD_BYTES - state.handed, CHUNK.length);
+      state.handed += k;
+      if (!socket.write(k === CHUNK.length ? CHUNK : CHUNK.subarray(0, k))) return void socket.once('drain', pump);
+    }
+  };
+  pump();
+});
+process.on('message', (m) => {
+  // 'reset' before each probe, so that stats never report an earlier probe's connection.
+  if (m.flood === 'reset') lastFlood = { handed: 0, socket: undefined };
+  if (m.flood === 'stats') {
+    process.send({ connected: lastFlood.socket !== undefined, accepted: lastFlood.handed - (lastFlood.socket?.writableLength ?? 0) });
+  }
+});
+
 const listen = (s) => new Promise((r) => s.listen(0, '127.0.0.1', () => r(s.address().port)));
-const ports = { sink: await listen(sink), source: await listen(source), echo: await listen(echo) };
+const ports = { sink: await listen(sink), source: await listen(source), echo: await listen(echo), hold: await listen(hold), flood: await listen(flood) };
 process.stdout.write(JSON.stringify(ports) + '\n');
 process.on('SIGTERM', () => process.exit(0));

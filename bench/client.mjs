@@ -1,0 +1,251 @@
+// The benchmark client, one child process per measurement so that its CPU is neither the orchestrator's nor
+// another client's: `node bench/client.mjs '<task JSON>'`. Prints one JSON result line on stdout, except for
+// the `idle` task, which talks to its parent over IPC (it holds connections until told to close them).
+import { Buffer } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import { CHUNK, lengthHeader, openConn, patternHash } from './conns.mjs';
+
+const task = JSON.parse(process.argv[2]);
+const STEP_TIMEOUT_MS = task.stepTimeoutMs ?? 120_000;
+
+function timeout(promise, what, ms = STEP_TIMEOUT_MS) {
+  let t;
+  return Promise.race([
+    promise.finally(() => clearTimeout(t)),
+    new Promise((_, rej) => (t = setTimeout(() => rej(new Error(`${what} timed out after ${ms} ms`)), ms))),
+  ]);
+}
+
+// ---- throughput and round trip (one connection each) --------------------------------------------------------
+
+async function upload(target, bytes, expected) {
+  const conn = await openConn(target, 'sink');
+  let reply = '';
+  const done = new Promise((r) => conn.onData((d) => ((reply += Buffer.from(d).toString()), reply.length >= 64 && r())));
+  const t0 = performance.now();
+  await conn.write(lengthHeader(bytes));
+  for (let left = bytes; left > 0; left -= CHUNK.length) await conn.write(CHUNK);
+  await timeout(done, 'upload');
+  const ms = performance.now() - t0;
+  conn.close();
+  if (reply.slice(0, 64) !== expected) throw new Error('upload: hash mismatch');
+  return bytes / 1e6 / (ms / 1000);
+}
+
+async function receiveAll(conn, bytes, expected, what) {
+  const hash = createHash('sha256');
+  let got = 0;
+  const done = new Promise((r) =>
+    conn.onData((d) => {
+      hash.update(d);
+      got += d.length;
+      if (got >= bytes) r();
+    }),
+  );
+  return async () => {
+    await timeout(done, what);
+    if (hash.digest('hex') !== expected) throw new Error(`${what}: hash mismatch`);
+  };
+}
+
+async function download(target, bytes, expected) {
+  const conn = await openConn(target, 'source');
+  const finish = await receiveAll(conn, bytes, expected, 'download');
+  const t0 = performance.now();
+  await conn.write(lengthHeader(bytes));
+  await finish();
+  const ms = performance.now() - t0;
+  conn.close();
+  return bytes / 1e6 / (ms / 1000);
+}
+
+async function echo(target, bytes, expected) {
+  const conn = await openConn(target, 'echo');
+  const finish = await receiveAll(conn, bytes, expected, 'echo');
+  const t0 = performance.now();
+  for (let left = bytes; left > 0; left -= CHUNK.length) await conn.write(CHUNK);
+  await finish();
+  const ms = performance.now() - t0;
+  conn.close();
+  return bytes / 1e6 / (ms / 1000);
+}
+
+async function roundTrip(target, rounds) {
+  const conn = await openConn(target, 'echo');
+  const msg = Buffer.alloc(32, 7);
+  let waiting;
+  let got = 0;
+  conn.onData((d) => {
+    got += d.length;
+    if (got >= msg.length) {
+      got -= msg.length;
+      waiting?.();
+    }
+  });
+  const samples = [];
+  for (let i = 0; i < rounds + 100; i++) {
+    const t0 = performance.now();
+    const p = new Promise((r) => (waiting = r));
+    await conn.write(msg);
+    await timeout(p, 'round trip');
+    if (i >= 100) samples.push((performance.now() - t0) * 1000);
+  }
+  conn.close();
+  samples.sort((a, b) => a - b);
+  return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
+}
+
+/** `phases` (for profiling one direction at a time) leaves the other results at 0. */
+async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'echo', 'rtt'] }) {
+  const expected = patternHash(bytes);
+  const r = { up: 0, down: 0, echo: 0, p50: 0, p99: 0 };
+  if (phases.includes('up')) r.up = await upload(target, bytes, expected);
+  if (phases.includes('down')) r.down = await download(target, bytes, expected);
+  if (phases.includes('echo')) r.echo = await echo(target, bytes, expected);
+  if (phases.includes('rtt')) Object.assign(r, await roundTrip(target, rttRounds));
+  return r;
+}
+
+// ---- connection set-up rate -----------------------------------------------------------------------------------
+
+/** Open, echo 32 bytes, close; `concurrency` at a time, until `count` are done or `maxMs` has passed. */
+async function setup({ target, count, concurrency, maxMs }) {
+  const msg = Buffer.alloc(32, 1);
+  let started = 0;
+  let done = 0;
+  let failed = 0;
+  let firstError;
+  const t0 = performance.now();
+  const one = async () => {
+    const conn = await openConn(target, 'echo');
+    let got = 0;
+    const echoed = new Promise((r) => conn.onData((d) => (got += d.length) >= msg.length && r()));
+    await conn.write(msg);
+    await timeout(echoed, 'first byte', 10_000);
+    conn.close();
+  };
+  const worker = async () => {
+    while (started < count && performance.now() - t0 < maxMs) {
+      started++;
+      try {
+        await one();
+        done++;
+      } catch (err) {
+        failed++;
+        firstError ??= String(err.message ?? err);
+        if (failed > 20 && failed > done) return; // the relay is down: stop hammering it
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const ms = performance.now() - t0;
+  return { rate: done / (ms / 1000), done, failed, ms, error: firstError };
+}
+
+// ---- idle connections (memory per connection) ------------------------------------------------------------------
+
+/** Open `count` connections (each proven with one echo), report, hold them until the parent says close. */
+async function idle({ target, count, concurrency }) {
+  const conns = [];
+  let failed = 0;
+  let firstError;
+  let stop = false;
+  process.on('message', (m) => {
+    if (m.stop) stop = true;
+    if (m.close) {
+      for (const c of conns) c.close();
+      setTimeout(() => process.exit(0), 200);
+    }
+  });
+  const progress = setInterval(() => process.send({ progress: conns.length, failed }), 250);
+  const msg = Buffer.alloc(1, 1);
+  let started = 0;
+  const worker = async () => {
+    while (!stop && started < count) {
+      started++;
+      try {
+        const conn = await timeout(openConn(target, 'echo', { lite: true }), 'open', 10_000);
+        const echoed = new Promise((r) => conn.onData(r));
+        await conn.write(msg);
+        try {
+          await timeout(echoed, 'first byte', 10_000);
+        } catch (err) {
+          conn.close();
+          throw err;
+        }
+        conns.push(conn);
+      } catch (err) {
+        failed++;
+        firstError ??= String(err.message ?? err);
+        if (failed > 50 && failed > conns.length / 10) stop = true;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  clearInterval(progress);
+  process.send({ ready: true, opened: conns.length, failed, error: firstError });
+}
+
+// ---- many transfers at once: streams on one mux session, or separate connections for the other relays ----------
+
+/**
+ * `streams` concurrent downloads, each of bytes/streams but at least 2 MiB (so that every stream outlives the
+ * initial window): on one SDK session for mux, else as that many separate connections (the baseline: how evenly
+ * the backend and the kernel share among independent connections). Aggregate: all bytes over the time until the
+ * last one finished. Fairness: the slowest transfer's bytes over the fastest's while all of them run, from the
+ * moment every one has received data to the moment the first one finishes (1 = perfectly even).
+ */
+async function parallel({ target, streams, bytes }) {
+  const { loadSdk, muxConn } = await import('./conns.mjs');
+  const session = target.kind === 'mux' ? await (await loadSdk(target.dist)).openSession(target.url) : undefined;
+  const each = Math.max(Math.floor(bytes / streams), 2 * 1024 * 1024);
+  const expected = patternHash(each);
+  const conns = await Promise.all(
+    Array.from({ length: streams }, () => (session ? muxConn(target.url, 'source', { session }) : openConn(target, 'source'))),
+  );
+  const got = new Array(streams).fill(0);
+  let started = 0;
+  let allStarted;
+  let firstDone;
+  const finishes = conns.map(
+    (conn, i) =>
+      new Promise((resolve, reject) => {
+        const hash = createHash('sha256');
+        conn.onData((d) => {
+          if (got[i] === 0 && ++started === streams) allStarted = { at: performance.now(), got: [...got] };
+          hash.update(d);
+          got[i] += d.length;
+          if (got[i] >= each) {
+            firstDone ??= { at: performance.now(), got: [...got] };
+            if (hash.digest('hex') !== expected) reject(new Error(`stream ${i}: hash mismatch`));
+            else resolve();
+          }
+        });
+      }),
+  );
+  const t0 = performance.now();
+  for (const conn of conns) await conn.write(lengthHeader(each));
+  await timeout(Promise.all(finishes), 'parallel transfers');
+  const ms = performance.now() - t0;
+  if (session) await session.close().catch(() => {});
+  else for (const conn of conns) conn.close();
+  // With one stream there is nothing to compare; when one finished before the last one started, no overlap: null.
+  let fairness = streams === 1 ? 1 : null;
+  if (streams > 1 && allStarted && allStarted.at < firstDone.at) {
+    const moved = firstDone.got.map((n, i) => n - allStarted.got[i]);
+    fairness = Math.min(...moved) / Math.max(...moved);
+  }
+  return { aggregate: (each * streams) / 1e6 / (ms / 1000), fairness };
+}
+
+const tasks = { throughput, setup, idle, parallel };
+try {
+  const result = await tasks[task.task](task);
+  if (result !== undefined) process.stdout.write(JSON.stringify(result) + '\n');
+  if (task.task !== 'idle') process.exit(0);
+} catch (err) {
+  const error = String(err?.message ?? err);
+  if (process.send) process.send({ ready: true, opened: 0, failed: 1, error });
+  else process.stdout.write(JSON.stringify({ error }) + '\n');
+  process.exit(task.task === 'idle' ? 0 : 1);
+}

@@ -1,0 +1,124 @@
+/**
+ * Performance behaviour of the engine and the SDK transport that the protocol leaves to the implementation:
+ * RTT probes for window auto-tuning (PROTOCOL 5.5), round-robin order for streams waiting on the transport, and
+ * send callbacks standing in for a drain event. None of it changes what goes on the wire beyond PINGs.
+ */
+import { describe, expect, it } from 'vitest';
+import { FrameType, INITIAL_WINDOW, MAX_DATA_PAYLOAD } from '../../shared/constants.js';
+import { WebSocketTransport, type WebSocketLike } from '../../client/transport.js';
+import type { Stream } from '../../shared/session.js';
+import { sessionPair } from '../helpers/session-pair.js';
+
+const bytes = (n: number): Uint8Array => new Uint8Array(n).fill(7);
+
+describe('rttProbeIntervalMs', () => {
+  it('off by default: a receiver sends WINDOW frames and no PING', async () => {
+    let server: Stream | undefined;
+    const pair = sessionPair(
+      {},
+      {
+        onStream: (s) => {
+          s.accept();
+          server = s;
+        },
+      },
+    );
+    const stream = pair.client.open('x');
+    stream.onData = (chunk) => stream.consume(chunk.length);
+    await pair.settle();
+    server!.write(bytes(2 * INITIAL_WINDOW));
+    await pair.settle();
+    const types = pair.frames('client').map((f) => f.type);
+    expect(types).toContain(FrameType.WINDOW);
+    expect(types).not.toContain(FrameType.PING);
+  });
+
+  it('refreshes the RTT with a PING when a WINDOW goes out, at most once per interval', async () => {
+    let now = 0;
+    let server: Stream | undefined;
+    const pair = sessionPair(
+      { rttProbeIntervalMs: 100, now: () => now },
+      {
+        onStream: (s) => {
+          s.accept();
+          server = s;
+        },
+      },
+    );
+    const stream = pair.client.open('x');
+    stream.onData = (chunk) => stream.consume(chunk.length);
+    await pair.settle();
+    server!.write(bytes(INITIAL_WINDOW)); // one window: two WINDOWs, one PING (the second is within the interval)
+    await pair.settle();
+    const pings = (): number => pair.frames('client').filter((f) => f.type === FrameType.PING).length;
+    expect(pings()).toBe(1);
+    expect(pair.client.rtt).toBe(0); // measured: auto-tuning has an RTT to compare with
+    server!.write(bytes(INITIAL_WINDOW));
+    await pair.settle();
+    expect(pings()).toBe(1); // same instant: within the interval
+    now += 100;
+    server!.write(bytes(INITIAL_WINDOW));
+    await pair.settle();
+    expect(pings()).toBe(2);
+    expect(pair.client.pendingPings).toBe(0);
+  });
+});
+
+describe('transport backpressure: waiting streams keep their turn', () => {
+  it('a stream that writes while others wait for the transport queues behind them', async () => {
+    const pair = sessionPair({ maxTransportBufferedBytes: 1000 }, { onStream: (s) => s.accept() });
+    const a = pair.client.open('a');
+    const b = pair.client.open('b');
+    const c = pair.client.open('c');
+    await pair.settle();
+    pair.setClientBuffered(5000);
+    expect(a.write(bytes(2 * MAX_DATA_PAYLOAD))).toBe(false);
+    expect(b.write(bytes(2 * MAX_DATA_PAYLOAD))).toBe(false);
+    // Room again, but a and b are waiting for the drain: c must not jump ahead of them.
+    pair.setClientBuffered(0);
+    expect(c.write(bytes(MAX_DATA_PAYLOAD))).toBe(false);
+    pair.client.transportDrained();
+    const order = pair.frames('client').flatMap((f) => (f.type === FrameType.DATA ? [f.streamId] : []));
+    expect(order).toEqual([1, 3, 5, 1, 3]);
+    await pair.settle();
+  });
+});
+
+describe('WebSocketTransport send callbacks', () => {
+  function fakeWs(withOn: boolean): WebSocketLike & { calls: unknown[][] } {
+    const ws = {
+      binaryType: 'arraybuffer',
+      bufferedAmount: 0,
+      protocol: 'sockgate.v1',
+      readyState: 1,
+      calls: [] as unknown[][],
+      send(...args: unknown[]) {
+        ws.calls.push(args);
+      },
+      close() {},
+      addEventListener() {},
+      ...(withOn ? { on() {} } : {}),
+    };
+    return ws;
+  }
+
+  it('passes a callback to ws (an EventEmitter) and reports each send through onSent', () => {
+    const ws = fakeWs(true);
+    const transport = new WebSocketTransport(ws);
+    let sent = 0;
+    transport.onSent = () => sent++;
+    transport.send(new Uint8Array(4));
+    expect(transport.notifiesSent).toBe(true);
+    expect(ws.calls[0]).toHaveLength(2);
+    (ws.calls[0]![1] as () => void)();
+    expect(sent).toBe(1);
+  });
+
+  it('calls a browser-style send with the message only', () => {
+    const ws = fakeWs(false);
+    const transport = new WebSocketTransport(ws);
+    transport.send(new Uint8Array(4));
+    expect(transport.notifiesSent).toBe(false);
+    expect(ws.calls[0]).toHaveLength(1);
+  });
+});
