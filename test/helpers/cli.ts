@@ -7,7 +7,10 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
+import { WebSocket } from 'ws';
 import { waitFor } from './backends.js';
+import { within } from './mux-client.js';
 
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = join(root, 'dist', 'server', 'cli.js');
@@ -98,4 +101,31 @@ export async function serve(args: string[]): Promise<Served> {
       return Promise.race([exit, timeout]).finally(() => clearTimeout(timer));
     },
   };
+}
+
+/** One raw-mode round trip of `text`; rejects when the upgrade is refused. Bounded waits. */
+export async function rawEcho(url: string, text: string): Promise<string> {
+  const ws = new WebSocket(url);
+  let got = '';
+  ws.on('message', (d: Buffer) => (got += d.toString()));
+  await within(
+    new Promise<void>((res, rej) => {
+      ws.once('open', () => res());
+      ws.once('error', rej);
+    }),
+    5000,
+    `open ${url}`,
+  );
+  ws.send(Buffer.from(text));
+  await waitFor(() => got.length >= text.length, 5000, 'the echo');
+  ws.close();
+  await new Promise<void>((res) => ws.once('close', () => res()));
+  return got;
+}
+
+/** A CLI error is one line on stderr: assert that and return it. */
+export function oneLine(stderr: string): string {
+  const lines = stderr.trimEnd().split('\n');
+  expect(lines).toHaveLength(1);
+  return lines[0]!;
 }

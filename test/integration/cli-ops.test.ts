@@ -7,9 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
 import { type Backend, echoHandler, patternBytes, sha256, tcpBackend, waitFor } from '../helpers/backends.js';
-import { ensureBuilt, killAll, serve } from '../helpers/cli.js';
+import { ensureBuilt, killAll, rawEcho, serve } from '../helpers/cli.js';
 import { connectMux, within } from '../helpers/mux-client.js';
 
 let dir: string;
@@ -27,26 +26,6 @@ afterAll(async () => {
 });
 
 afterEach(() => killAll());
-
-/** One raw-mode round trip; rejects when the upgrade is refused. */
-async function rawEcho(url: string, text: string): Promise<string> {
-  const ws = new WebSocket(url);
-  let got = '';
-  ws.on('message', (d: Buffer) => (got += d.toString()));
-  await within(
-    new Promise<void>((res, rej) => {
-      ws.once('open', () => res());
-      ws.once('error', rej);
-    }),
-    5000,
-    `open ${url}`,
-  );
-  ws.send(Buffer.from(text));
-  await waitFor(() => got.length >= text.length, 5000, 'the echo');
-  ws.close();
-  await new Promise<void>((res) => ws.once('close', () => res()));
-  return got;
-}
 
 describe('sockgate serve: signals', () => {
   it('SIGTERM: GOAWAY, a multi-MiB transfer under way finishes intact, new connections are refused, exit 0', async () => {

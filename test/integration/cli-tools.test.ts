@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
+import { oneLine, rawEcho } from '../helpers/cli.js';
 import { createGateway, type Gateway } from '../../server/gateway.js';
 import { type Backend, echoHandler, tcpBackend, waitFor } from '../helpers/backends.js';
 import { within } from '../helpers/mux-client.js';
@@ -87,31 +87,6 @@ async function gateway(config: Record<string, unknown>, port = 0): Promise<{ gat
   const { port: actual } = await gw.listen();
   cleanups.push(() => gw.close());
   return { gateway: gw, port: actual, wsUrl: `ws://127.0.0.1:${actual}` };
-}
-
-async function rawEcho(wsUrl: string, text: string): Promise<string> {
-  const ws = new WebSocket(wsUrl);
-  let got = '';
-  ws.on('message', (d: Buffer) => (got += d.toString()));
-  await within(
-    new Promise<void>((res, rej) => {
-      ws.once('open', () => res());
-      ws.once('error', rej);
-    }),
-    5000,
-    'raw open',
-  );
-  ws.send(Buffer.from(text));
-  await waitFor(() => got.length >= text.length, 5000, 'echo');
-  ws.close();
-  await new Promise<void>((res) => ws.once('close', () => res()));
-  return got;
-}
-
-function oneLine(stderr: string): string {
-  const lines = stderr.trimEnd().split('\n');
-  expect(lines).toHaveLength(1);
-  return lines[0]!;
 }
 
 describe('sockgate connect (ssh ProxyCommand style)', () => {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
+import { oneLine, rawEcho } from '../helpers/cli.js';
 import { type Backend, echoHandler, tcpBackend, waitFor } from '../helpers/backends.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -114,28 +114,6 @@ async function serve(args: string[]): Promise<Served> {
       return code;
     },
   };
-}
-
-/** One raw-mode round trip through a running gateway. */
-async function rawEcho(wsUrl: string, text: string): Promise<string> {
-  const ws = new WebSocket(wsUrl);
-  let got = '';
-  ws.on('message', (d: Buffer) => (got += d.toString()));
-  await new Promise<void>((res, rej) => {
-    ws.once('open', () => res());
-    ws.once('error', rej);
-  });
-  ws.send(Buffer.from(text));
-  await waitFor(() => got.length >= text.length, 5000, 'echo');
-  ws.close();
-  await new Promise<void>((res) => ws.once('close', () => res()));
-  return got;
-}
-
-function oneLine(stderr: string): string {
-  const lines = stderr.trimEnd().split('\n');
-  expect(lines).toHaveLength(1);
-  return lines[0]!;
 }
 
 describe('sockgate CLI', () => {
