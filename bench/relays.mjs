@@ -2,7 +2,7 @@
 // so forked children go with it) and returns { target, pids, stop() }; `target` is what conns.mjs#openConn
 // takes. A relay whose binary is missing has `missing` set, and the table says so instead of failing.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -162,6 +162,7 @@ export function relayDefs({ root, variants = [], profileDir }) {
       writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, routes, allowAnonymous: true, limits }));
       const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${label}${suffix}-${Date.now()}.cpuprofile`] : [];
       const child = launch(process.execPath, [...prof, join(dist, 'server/cli.js'), 'serve', '--config', config]);
+      child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
       await waitPort(port, child);
       return { port, child };
     };
