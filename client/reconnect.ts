@@ -22,6 +22,9 @@ export interface ReconnectOptions {
 export type ReconnectingState = 'open' | 'reconnecting' | 'closed';
 
 /** The link is down; attempt `attempt` starts in `delayMs`. `error` is why the last connection or attempt failed. */
+/** connect() calls that may wait for a reconnection at once; more are refused with SOCKGATE_ERR_SDK_NOT_CONNECTED. */
+const MAX_WAITING_CONNECTS = 1024;
+
 export class SessionReconnectingEvent extends Event {
   constructor(
     readonly attempt: number,
@@ -227,6 +230,11 @@ export class ReconnectingSession extends TypedEventTarget<ReconnectingSessionEve
   }
 
   private waitForConnection(): Promise<SockgateSession> {
+    // connect() calls made during an outage wait here; an application looping on connect() must not grow this
+    // without bound (each waiter also holds a timer and a stand-in socket).
+    if (this.waiters.size >= MAX_WAITING_CONNECTS) {
+      return Promise.reject(new SockgateError('SOCKGATE_ERR_SDK_NOT_CONNECTED', `${MAX_WAITING_CONNECTS} connect() calls already wait for a reconnection`));
+    }
     return new Promise<SockgateSession>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters.delete(waiter);

@@ -3,21 +3,19 @@
  * processes, against in-process gateways on 127.0.0.1. `npm test` builds first; when dist is missing the server is
  * compiled once here.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { oneLine, rawEcho } from '../helpers/cli.js';
+import { cliPath, ensureBuilt, oneLine, rawEcho, root } from '../helpers/cli.js';
 import { createGateway, type Gateway } from '../../server/gateway.js';
 import { type Backend, echoHandler, tcpBackend, waitFor } from '../helpers/backends.js';
 import { within } from '../helpers/mux-client.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cli = join(root, 'dist', 'server', 'cli.js');
+const cli = cliPath;
 const AGENT_TOKEN = 'cli-agent-token-0123456789abcdefgh';
 const CLIENT_TOKEN = 'cli-client-token-0123456789abcdefg';
 
@@ -27,13 +25,7 @@ const running = new Set<ChildProcess>();
 const cleanups: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(cli)) {
-    try {
-      execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'pipe', timeout: 120_000 });
-    } catch (err) {
-      if (!existsSync(cli)) throw err;
-    }
-  }
+  ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), 'sockgate-cli-tools-'));
   echo = await tcpBackend(echoHandler);
 }, 150_000);

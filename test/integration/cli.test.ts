@@ -2,36 +2,23 @@
  * The built CLI (`node dist/server/cli.js`) as a user runs it: real processes, ephemeral ports on 127.0.0.1.
  * `npm test` builds first; when dist is missing the server is compiled once here.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { oneLine, rawEcho } from '../helpers/cli.js';
+import { cliPath, ensureBuilt, oneLine, rawEcho, root } from '../helpers/cli.js';
 import { type Backend, echoHandler, tcpBackend, waitFor } from '../helpers/backends.js';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const cli = join(root, 'dist', 'server', 'cli.js');
+const cli = cliPath;
 
 let dir: string;
 let echo: Backend;
 const running = new Set<ChildProcess>();
 
 beforeAll(async () => {
-  if (!existsSync(cli)) {
-    try {
-      execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-        cwd: root,
-        stdio: 'pipe',
-        timeout: 120_000,
-      });
-    } catch (err) {
-      // tsc still emits on type errors elsewhere; only a missing CLI is fatal here.
-      if (!existsSync(cli)) throw err;
-    }
-  }
+  ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), 'sockgate-cli-'));
   echo = await tcpBackend(echoHandler);
 }, 150_000);
