@@ -1,6 +1,7 @@
 // Benchmark backends, run as their own process so their CPU does not count against the relay or the client.
 // Prints one JSON line { sink, source, echo, hold, flood } with the TCP ports, then serves until killed.
-//   sink:   reads an 8-byte big-endian length, then that many bytes; answers the sha256 hex of them.
+//   sink:   reads an 8-byte big-endian length, then that many bytes, checked against the pattern (pattern.mjs);
+//           answers 64 characters: `ok` or where the bytes first differ, padded with spaces.
 //   source: reads an 8-byte big-endian length, then writes that many pattern bytes.
 //   echo:   writes back what it reads.
 //   hold:   accepts and never reads (the backpressure probe "backend stops reading").
@@ -8,11 +9,11 @@
 //           (the probe "client stops reading"). Over IPC, { flood: 'reset' } forgets the last connection and
 //           { flood: 'stats' } answers { connected, accepted }: the bytes the kernel took on the latest one.
 import { Buffer } from 'node:buffer';
-import { createHash } from 'node:crypto';
 import net from 'node:net';
+import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
 
-const CHUNK = Buffer.alloc(64 * 1024);
-for (let i = 0; i < CHUNK.length; i++) CHUNK[i] = (i * 31) & 0xff;
+/** What the flood writes: filler, nobody checks it. */
+const CHUNK = Buffer.alloc(MESSAGE, 0x5a);
 
 function withLength(socket, onLength) {
   let head = Buffer.alloc(0);
@@ -29,12 +30,12 @@ function withLength(socket, onLength) {
 const sink = net.createServer((socket) => {
   socket.on('error', () => {});
   withLength(socket, (n, rest) => {
-    const hash = createHash('sha256');
+    const check = new PatternCheck();
     let got = 0;
     const take = (c) => {
-      hash.update(c);
+      check.update(got + c.length > n ? c.subarray(0, n - got) : c);
       got += c.length;
-      if (got >= n) socket.end(hash.digest('hex'));
+      if (got >= n) socket.end((check.error ?? 'ok').padEnd(64).slice(0, 64));
     };
     if (rest.length) take(rest);
     if (got < n) socket.on('data', take);
@@ -44,12 +45,13 @@ const sink = net.createServer((socket) => {
 const source = net.createServer((socket) => {
   socket.on('error', () => {});
   withLength(socket, (n) => {
-    let left = n;
+    let sent = 0;
     const pump = () => {
-      while (left > 0) {
-        const k = Math.min(left, CHUNK.length);
-        left -= k;
-        if (!socket.write(k === CHUNK.length ? CHUNK : CHUNK.subarray(0, k))) return void socket.once('drain', pump);
+      while (sent < n) {
+        const k = Math.min(n - sent, MESSAGE);
+        const piece = patternAt(sent, k);
+        sent += k;
+        if (!socket.write(piece)) return void socket.once('drain', pump);
       }
     };
     pump();

@@ -6,21 +6,13 @@
 //   conn.unsent()       bytes written but still held in this process (not yet handed to the kernel)
 //   conn.close()
 import { Buffer } from 'node:buffer';
-import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
-export const CHUNK = Buffer.alloc(64 * 1024);
-for (let i = 0; i < CHUNK.length; i++) CHUNK[i] = (i * 31) & 0xff;
-
-/** sha256 hex of n bytes of the repeating CHUNK pattern (what the source backend sends). */
-export function patternHash(n) {
-  const h = createHash('sha256');
-  for (let left = n; left > 0; left -= CHUNK.length) h.update(left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left));
-  return h.digest('hex');
-}
+/** One 64 KiB message of filler, for the probes that do not check what arrives (backpressure). */
+export const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
 
 export function lengthHeader(n) {
   const b = Buffer.alloc(8);

@@ -4,7 +4,7 @@
 //   BENCH_QUICK=1 npm run bench                     smoke run (a minute or two)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
-// Knobs (env): BENCH_MB, BENCH_REPEATS, BENCH_RTT_ROUNDS, BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
+// Knobs (env): BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_RTT_ROUNDS, BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
 // sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`).
@@ -26,7 +26,8 @@ const QUICK = process.env.BENCH_QUICK === '1';
 const num = (name, full, quick) => Number(process.env[name] ?? (QUICK ? quick : full));
 const list = (name, full, quick) => String(process.env[name] ?? (QUICK ? quick : full)).split(',').filter(Boolean);
 
-const MB = num('BENCH_MB', 256, 32);
+const MB = num('BENCH_MB', 1024, 64);
+const WARMUP_MB = num('BENCH_WARMUP_MB', 128, 16);
 const BYTES = MB * 1024 * 1024;
 const REPEATS = num('BENCH_REPEATS', 3, 1);
 const RTT_ROUNDS = num('BENCH_RTT_ROUNDS', 2000, 300);
@@ -166,6 +167,12 @@ async function steadySections() {
       }
     }
   };
+  // One unmeasured pass first: a Node relay's first transfers run while V8 is still compiling its hot paths.
+  if (SECTIONS.includes('throughput') && WARMUP_MB > 0) {
+    await each('warm-up', async (relay, inst) => {
+      await runClient({ task: 'throughput', target: inst.target, bytes: WARMUP_MB * 1024 * 1024, rttRounds: 200, phases: PHASES }, undefined, `warmup-${relay.key}`);
+    });
+  }
   for (let rep = 0; rep < REPEATS; rep++) {
     if (SECTIONS.includes('throughput')) {
       await each('throughput', async (relay, inst) => {
@@ -495,7 +502,7 @@ const report = [
   '',
   `Date: ${new Date().toISOString()}; the run took ${((performance.now() - t0) / 60_000).toFixed(1)} minutes.`,
   '',
-  `Medians of ${REPEATS} run(s) (memory: ${MEM_REPEATS}); ${MB} MiB per transfer in 64 KiB messages, sha256-checked; ` +
+  `Medians of ${REPEATS} run(s) (memory: ${MEM_REPEATS}); ${MB} MiB per transfer in 64 KiB messages, every byte checked against the pattern; ` +
     `${RTT_ROUNDS} round trips of 32 bytes; set-up: ${SETUP_CONNS} connections, ${SETUP_CONCURRENCY} at a time; ` +
     `backpressure: ${BP_BYTES / 2 ** 20} MiB offered; mux streams share ${MB} MiB.`,
   '',
