@@ -8,6 +8,8 @@ export interface ConnectOptions {
   timeoutMs: number;
   /** Resolves a builtin target to a real loopback address (the gateway owns the builtin servers). */
   resolveBuiltin?: (name: 'echo') => { host: string; port: number };
+  /** Read through this instead of 'data' events (server/read-buffer.ts); absent: ordinary reads. */
+  onread?: net.OnReadOpts;
 }
 
 /** The error a failed or broken backend socket reports: code from errno, reason starting with the errno. */
@@ -25,8 +27,9 @@ export function connectBackend(target: Target, opts: ConnectOptions): Promise<ne
   return new Promise((resolve, reject) => {
     let socket: net.Socket;
     // allowHalfOpen: a backend's EOF must not end our side too; FIN travels each way on its own (PROTOCOL 4.3).
-    if (target.kind === 'unix') socket = net.connect({ path: target.path, allowHalfOpen: true });
-    else if (target.kind === 'tcp') socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    const onread = opts.onread && { onread: opts.onread };
+    if (target.kind === 'unix') socket = net.connect({ path: target.path, allowHalfOpen: true, ...onread });
+    else if (target.kind === 'tcp') socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, ...onread });
     else if (target.kind === 'agent') {
       // Agent services are streams on an agent's session, not sockets: the gateway opens them through its
       // agent registry (server/agent-endpoint.ts), never here.
@@ -34,7 +37,7 @@ export function connectBackend(target: Target, opts: ConnectOptions): Promise<ne
     } else {
       const addr = opts.resolveBuiltin?.(target.name);
       if (!addr) return reject(new SockgateError('SOCKGATE_ERR_ROUTE_UNAVAILABLE', `builtin:${target.name} is not running`));
-      socket = net.connect({ ...addr, allowHalfOpen: true });
+      socket = net.connect({ ...addr, allowHalfOpen: true, ...onread });
     }
     const timer = setTimeout(() => {
       cleanup();

@@ -15,7 +15,7 @@
  */
 import { readFile, readdir } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
-import net from 'node:net';
+import net, { type OnReadOpts } from 'node:net';
 import { extname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import fastifyWebsocket from '@fastify/websocket';
@@ -93,13 +93,14 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
   });
   if ([...config.routes.values()].some((r) => r.target.kind === 'builtin')) await builtins.startEcho();
 
-  const connect = async (target: Target): Promise<Duplex> => {
+  const connect = async (target: Target, onread?: OnReadOpts): Promise<Duplex> => {
     const socket =
       target.kind === 'agent'
         ? // A stream on the agent's session, as a Duplex (server/stream-socket.ts), once the agent accepted it.
           await connectAgent(agents, target.service, live.config.limits.openTimeoutMs)
         : await connectBackend(target, {
             timeoutMs: live.config.limits.openTimeoutMs,
+            onread,
             // undefined when not running: connectBackend then fails with SOCKGATE_ERR_ROUTE_UNAVAILABLE.
             resolveBuiltin: (name) => builtins.address(name) as { host: string; port: number },
           });

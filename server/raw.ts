@@ -6,9 +6,12 @@
  * Memory is bounded both ways with the Node stream contract:
  * - backend -> client: bytes handed to ws.send() whose callback has not fired (ws calls it once they left for
  *   the kernel) are counted; past maxTransportBufferedBytes the backend is paused, below half it resumes.
+ *   Backend sockets read through one shared buffer into recycled ones (server/read-buffer.ts), so a busy
+ *   connection allocates nothing per read; the count is of the memory held, not just of the bytes in it.
  * - client -> backend: when backend.write() returns false the WebSocket is paused (ws stops reading its TCP
  *   socket) until 'drain'. It is also paused while the backend connects, so nothing piles up meanwhile.
  */
+import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocket, type RawData } from 'ws';
@@ -17,13 +20,16 @@ import { truncateUtf8 } from '../shared/utf8.js';
 import { backendError } from './backend.js';
 import type { GatewayLimits } from './config.js';
 import { IdleTimer } from './limits.js';
+import { pooledReads, type ReadChunk } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
 import { formatTarget, type Route, type Target } from './routes.js';
 
 export interface RawContext {
-  /** connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. */
-  /** A backend socket, or an agent's stream as a Duplex (server/stream-socket.ts): the same stream contract. */
-  connect(target: Target): Promise<Duplex>;
+  /**
+   * connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. A backend socket
+   * reads through `onread`; an agent's stream (a Duplex, server/stream-socket.ts) ignores it and emits 'data'.
+   */
+  connect(target: Target, onread?: OnReadOpts): Promise<Duplex>;
   /** idleTimeoutMs: close (4002) after this many milliseconds without bytes either way; 0 or absent: off. */
   limits: Pick<GatewayLimits, 'maxTransportBufferedBytes'> & Partial<Pick<GatewayLimits, 'idleTimeoutMs'>>;
   log: FastifyBaseLogger;
@@ -110,7 +116,29 @@ export function handleRawConnection(
     );
   });
 
-  ctx.connect(route.target).then(connected, (err: unknown) => {
+  /** Backend bytes toward the client. False: stop reading until the client has taken some (resume()). */
+  function fromBackend(chunk: ReadChunk): boolean {
+    if (ws.readyState !== WebSocket.OPEN) {
+      chunk.release(); // closing or closed: nobody to send to
+      return true;
+    }
+    idle?.touch();
+    bytes.out += chunk.bytes.length;
+    inFlight += chunk.held;
+    ws.send(chunk.bytes, { binary: true }, () => {
+      // Called with an error too once the WebSocket closed, so the count always comes back down.
+      chunk.release();
+      inFlight -= chunk.held;
+      if (backendPaused && inFlight <= lowWater && !wsClosed) {
+        backendPaused = false;
+        backend?.resume();
+      }
+    });
+    if (inFlight >= highWater) backendPaused = true;
+    return !backendPaused;
+  }
+
+  ctx.connect(route.target, pooledReads(fromBackend)).then(connected, (err: unknown) => {
     failure = err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
     if (!(err instanceof SockgateError)) log.error({ err }, 'backend connect failed unexpectedly');
     else log.info({ err: failure.code, reason: failure.message }, 'raw backend connect failed');
@@ -136,24 +164,12 @@ export function handleRawConnection(
       },
       performance.now() - startedAt,
     );
-    socket.on('data', (chunk: Buffer) => {
-      if (ws.readyState !== WebSocket.OPEN) return; // closing or closed: nobody to send to
-      idle?.touch();
-      bytes.out += chunk.length;
-      inFlight += chunk.length;
-      ws.send(chunk, { binary: true }, () => {
-        // Called with an error too once the WebSocket closed, so the count always comes back down.
-        inFlight -= chunk.length;
-        if (backendPaused && inFlight <= lowWater && !wsClosed) {
-          backendPaused = false;
-          socket.resume();
-        }
-      });
-      if (inFlight >= highWater && !backendPaused) {
-        backendPaused = true;
-        socket.pause();
-      }
+    // An agent's stream emits 'data'; a backend socket reads through pooledReads and never does.
+    socket.on('data', (data: Buffer) => {
+      if (!fromBackend({ bytes: data, held: data.length, release() {} })) socket.pause();
     });
+    // Reads that arrived before this point may have paused the socket with nobody to resume it yet.
+    if (!backendPaused) socket.resume();
     // Raw mode has no half-close: the backend's EOF ends the connection both ways. ws sends the close frame after
     // the data already queued, so the client receives every byte first; end() likewise flushes what the client
     // sent before it.

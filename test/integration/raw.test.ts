@@ -1,7 +1,7 @@
 /**
  * Raw mode (PROTOCOL 10) end to end: a real gateway on 127.0.0.1, real `ws` clients, real TCP and Unix backends.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -159,6 +159,77 @@ describe('raw mode: round trips', () => {
     expect(code).toBe(1000);
     expect(c.bytes()).toBe(total);
     expect(hash.digest('hex')).toBe(sha256(patternBytes(total)));
+  });
+});
+
+describe('raw mode: backend reads through recycled buffers (server/read-buffer.ts)', () => {
+  it('never mixes bytes between concurrent connections, even when one stalls and resumes', async () => {
+    // Every connection gets its own random bytes, so a recycled buffer handed out twice, or released while ws
+    // still held it, shows up as a wrong hash. Large reads (pooled buffers) and small ones (exact copies) mix.
+    // The stalled one (the first) offers more than kernel buffers and the gateway's window can hold.
+    const payloads = Array.from({ length: 6 }, (_, i) => randomBytes(i === 0 ? 16 * MiB : 3 * MiB));
+    let next = 0;
+    const handler = (socket: import('node:net').Socket): void => {
+      const data = payloads[next++ % payloads.length]!;
+      socket.on('error', () => {});
+      let at = 0;
+      const pump = (): void => {
+        while (at < data.length) {
+          // Alternate bulk writes with a few tiny ones, so both read paths carry this connection's bytes.
+          const n = (at / 65_536) % 7 === 3 ? 17 : 200_000;
+          const piece = data.subarray(at, at + n);
+          at += piece.length;
+          if (!socket.write(piece)) return void socket.once('drain', pump);
+        }
+        socket.end();
+      };
+      pump();
+    };
+    const tcp = await backend('tcp', handler);
+    const unix = await backend('unix', handler);
+    gw = await startGateway({ routes: { tcp: { target: tcp.target }, unix: { target: unix.target } } });
+    // Connect one at a time so connection i reads payloads[i].
+    const clients: Client[] = [];
+    for (let i = 0; i < payloads.length; i++) {
+      const c = client(`${gw.wsUrl}/raw/${i % 2 ? 'unix' : 'tcp'}`);
+      await within(c.opened, 5000, 'open');
+      await waitFor(() => next === i + 1, 5000, 'backend accepted');
+      if (i === 0) c.ws.pause(); // a stalled reader: the others must go on, its own bytes must stay intact
+      clients.push(c);
+    }
+    await within(Promise.all(clients.slice(1).map((c) => c.closed)), 30_000, 'the running transfers');
+    expect(clients[0]!.bytes()).toBeLessThan(payloads[0]!.length);
+    clients[0]!.ws.resume();
+    await within(clients[0]!.closed, 30_000, 'the stalled transfer after resuming');
+    for (const [i, c] of clients.entries()) {
+      expect(c.bytes(), `connection ${i}`).toBe(payloads[i]!.length);
+      expect(sha256(Buffer.concat(c.chunks)), `connection ${i}`).toBe(sha256(payloads[i]!));
+    }
+  });
+
+  it('delivers a trickle of tiny backend writes exactly and promptly (no read is held back for more)', async () => {
+    const lines = Array.from({ length: 20 }, (_, i) => `line ${i}\n`);
+    const trickle = await backend('tcp', (socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => {
+        let i = 0;
+        const timer = setInterval(() => {
+          socket.write(lines[i++]!);
+          if (i === lines.length) {
+            clearInterval(timer);
+            socket.end();
+          }
+        }, 5);
+      });
+    });
+    gw = await startGateway({ routes: { t: { target: trickle.target } } });
+    const c = client(`${gw.wsUrl}/raw/t`);
+    await within(c.opened, 5000, 'open');
+    c.ws.send(Buffer.from('go'));
+    expect((await within(c.closed, 10_000, 'close')).code).toBe(1000);
+    expect(c.text()).toBe(lines.join(''));
+    // Each write arrived as its own message (Nagle is off both ways and nothing waits to fill a buffer).
+    expect(c.chunks.length).toBeGreaterThan(lines.length / 2);
   });
 });
 
