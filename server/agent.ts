@@ -203,7 +203,7 @@ export function startAgent(options: AgentOptions): AgentHandle {
     }
     const startedAt = performance.now();
     bridgeStream(stream, {
-      connect: () => connectBackend(target, { timeoutMs: config.openTimeoutMs }),
+      connect: (onread) => connectBackend(target, { timeoutMs: config.openTimeoutMs, onread }),
       log,
       fields,
       sockets,

@@ -13,10 +13,12 @@
  * otherwise; a stream we opened (origin 'local', e.g. the forwarder's) can carry data before the peer accepts it,
  * within the initial window (PROTOCOL 4.2), and an OPEN_FAIL simply closes it.
  */
+import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SockgateError } from '../shared/errors.js';
 import type { Stream } from '../shared/session.js';
 import { backendError } from './backend.js';
+import { sharedReadBuffer } from './read-buffer.js';
 
 /** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
 export interface BridgeLogger {
@@ -26,8 +28,12 @@ export interface BridgeLogger {
 }
 
 export interface BridgeOptions {
-  /** Connect the other side. Rejects with a SockgateError (its code goes to the peer); anything else is a bug. */
-  connect(): Promise<Duplex>;
+  /**
+   * Connect the other side. Rejects with a SockgateError (its code goes to the peer); anything else is a bug.
+   * A net.Socket should be created with `onread` (reads into a shared buffer, written to the stream as borrowed
+   * bytes: no allocation per read); a Duplex that ignores it emits 'data' as usual.
+   */
+  connect(onread: OnReadOpts): Promise<Duplex>;
   log: BridgeLogger;
   /** Fields that name the stream in log lines (route, stream id). */
   fields?: Record<string, unknown>;
@@ -81,6 +87,14 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   const onSocketData = (chunk: Buffer): void => {
     opts.onActivity?.();
     if (!stream.write(chunk)) socket!.pause();
+  };
+  /** A read into the shared buffer: the engine copies what it keeps. False pauses the socket until onDrain. */
+  const onread: OnReadOpts = {
+    buffer: sharedReadBuffer(),
+    callback: (n, buf) => {
+      opts.onActivity?.();
+      return stream.write(buf.subarray(0, n), true);
+    },
   };
   const onSocketEnd = (): void => {
     socketEnded = true;
@@ -146,7 +160,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   };
   let connecting: Promise<Duplex>;
   try {
-    connecting = opts.connect();
+    connecting = opts.connect(onread);
   } catch (err) {
     connecting = Promise.reject(err);
   }

@@ -5,6 +5,7 @@
  * bridge the agent and the forwarder share: server/bridge.ts). Backpressure is the Node stream contract in both
  * directions: a write that returns false pauses its source until the matching drain.
  */
+import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
@@ -14,6 +15,7 @@ import { Session, type Stream, type Transport } from '../shared/session.js';
 import { truncateUtf8 } from '../shared/utf8.js';
 import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
+import { BufferPool, SMALL_READ_BYTES } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
 import type { Route, Target } from './routes.js';
 
@@ -51,9 +53,11 @@ export interface MuxContext {
    * stream with OPEN_FAIL. Absent: every route is allowed (the bare handler in tests).
    */
   authorize?(route: string): SockgateError | undefined;
-  /** connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. */
-  /** A backend socket, or an agent's stream as a Duplex (server/stream-socket.ts): the same stream contract. */
-  connect(target: Target): Promise<Duplex>;
+  /**
+   * connectBackend with the open timeout and builtin resolution; rejects with a SockgateError. A backend socket
+   * reads through `onread`; an agent's stream (a Duplex, server/stream-socket.ts) ignores it and emits 'data'.
+   */
+  connect(target: Target, onread?: OnReadOpts): Promise<Duplex>;
   limits: MuxLimits;
   log: FastifyBaseLogger;
   /** Stream counts, failures, bytes and connect times (server/metrics.ts); absent: not measured. */
@@ -81,6 +85,9 @@ const MAX_CLOSE_REASON_BYTES = 123;
  * for the kernel, so this is our queue plus ws's, the number the engine throttles DATA on. When it falls below
  * half of `maxBufferedBytes` and the engine has DATA waiting, the engine is told the transport drained.
  */
+/** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
+const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
+
 export class WsTransport implements Transport {
   bufferedAmount = 0;
   private session: Session | undefined;
@@ -95,11 +102,21 @@ export class WsTransport implements Transport {
     this.drainBelowBytes = maxBufferedBytes / 2;
   }
 
+  /** Large DATA frames are built in recycled buffers (server/read-buffer.ts), given back once ws wrote them. */
+  frameBuffer(bytes: number): Uint8Array | undefined {
+    return bytes >= SMALL_READ_BYTES ? framePool.take() : undefined;
+  }
+
   send(message: Uint8Array): void {
     const n = message.byteLength;
     this.bufferedAmount += n;
-    // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down.
-    this.ws.send(message, () => this.sent(n));
+    // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down;
+    // either way ws no longer refers to the message then, so a pooled frame can be reused.
+    const pooled = framePool.owns(message);
+    this.ws.send(message, () => {
+      if (pooled) framePool.give(message);
+      this.sent(n);
+    });
   }
 
   close(code: number, reason: string): void {
@@ -335,7 +352,7 @@ function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeSco
   let measured: (() => void) | undefined;
 
   bridge(stream, {
-    connect: () => ctx.connect(route.target),
+    connect: (onread) => ctx.connect(route.target, onread),
     log,
     fields: { route: route.name, stream: stream.id },
     sockets,

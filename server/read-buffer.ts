@@ -1,5 +1,5 @@
 /**
- * Reading backend sockets without a fresh allocation per read (raw mode, backend -> client).
+ * Reading backend sockets without a fresh allocation per read (backend -> client, raw and mux).
  *
  * By default Node allocates a new 64 KiB ArrayBuffer for every read. At a gigabyte per second that is 16,000
  * buffers a second for the garbage collector, and fresh pages for the kernel to fault in and zero; profiles of
@@ -8,6 +8,8 @@
  * calls back synchronously, so no two sockets ever see it at once. The callback copies the bytes out at once,
  * into a recycled buffer from a small process-wide pool when the read was large, or into an exact-size buffer
  * when it was small (a few keystrokes must not pin 256 KiB). The copy costs far less than the allocation did.
+ * Mux streams skip even that copy: the engine copies each read straight into DATA frames and keeps a copy only
+ * of what must wait for credit (Stream.write(chunk, borrowed), shared/session.ts).
  */
 import { Buffer } from 'node:buffer';
 import type { OnReadOpts } from 'node:net';
@@ -29,8 +31,37 @@ export interface ReadChunk {
   release(): void;
 }
 
+/** Equal-sized buffers for reuse: take() one, give() it back when nothing refers to it any more. */
+export class BufferPool {
+  private readonly free: Buffer[] = [];
+  /** The ArrayBuffers this pool handed out, to recognise them when they come back. */
+  private readonly mine = new WeakSet<ArrayBufferLike>();
+
+  constructor(
+    readonly size: number,
+    /** Free buffers kept; more are left to the garbage collector. */
+    private readonly maxFree: number,
+  ) {}
+
+  take(): Buffer {
+    const buf = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    this.mine.add(buf.buffer);
+    return buf;
+  }
+
+  /** Whether `bytes` is (a view of) one of this pool's buffers. */
+  owns(bytes: Uint8Array): boolean {
+    return this.mine.has(bytes.buffer);
+  }
+
+  /** Take back a buffer from take(), or any view of one. Give each buffer back once, after its last use. */
+  give(bytes: Uint8Array): void {
+    if (this.free.length < this.maxFree && this.owns(bytes)) this.free.push(Buffer.from(bytes.buffer, 0, this.size));
+  }
+}
+
 let shared: Buffer | undefined;
-const free: Buffer[] = [];
+const readPool = new BufferPool(READ_BUFFER_BYTES, MAX_POOLED_BUFFERS);
 
 function copyOut(buf: Uint8Array, n: number): ReadChunk {
   if (n < SMALL_READ_BYTES) {
@@ -38,16 +69,25 @@ function copyOut(buf: Uint8Array, n: number): ReadChunk {
     bytes.set(buf.subarray(0, n));
     return { bytes, held: n, release() {} };
   }
-  let memory: Buffer | undefined = free.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  let memory: Buffer | undefined = readPool.take();
   memory.set(buf.subarray(0, n));
   return {
     bytes: memory.subarray(0, n),
     held: READ_BUFFER_BYTES,
     release() {
-      if (memory && free.length < MAX_POOLED_BUFFERS) free.push(memory);
+      if (memory) readPool.give(memory);
       memory = undefined;
     },
   };
+}
+
+/**
+ * The buffer every backend socket reads into. Valid only inside the `onread` callback that was handed it: the
+ * next read of any socket overwrites it.
+ */
+export function sharedReadBuffer(): Buffer {
+  shared ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  return shared;
 }
 
 /**
@@ -55,6 +95,5 @@ function copyOut(buf: Uint8Array, n: number): ReadChunk {
  * false pauses the socket (resume() it to read again), exactly as returning false from `onread.callback` does.
  */
 export function pooledReads(onChunk: (chunk: ReadChunk) => boolean): OnReadOpts {
-  shared ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
-  return { buffer: shared, callback: (n, buf) => onChunk(copyOut(buf, n)) };
+  return { buffer: sharedReadBuffer(), callback: (n, buf) => onChunk(copyOut(buf, n)) };
 }

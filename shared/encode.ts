@@ -1,5 +1,6 @@
 /**
- * PROTOCOL 2 and 3: frames to bytes. Each function allocates exactly one Uint8Array for the whole message.
+ * PROTOCOL 2 and 3: frames to bytes. Each function allocates exactly one Uint8Array for the whole message
+ * (encodeData can build it in memory the caller provides instead).
  * A value the wire cannot carry (or that the decoder would refuse) is a caller bug: RangeError, never a frame
  * that DataView silently wrapped.
  */
@@ -21,15 +22,17 @@ function isUint(n: number, max: number): boolean {
   return Number.isInteger(n) && n >= 0 && n <= max;
 }
 
-function header(type: number, streamId: number, payloadBytes: number): { bytes: Uint8Array; view: DataView } {
+function header(type: number, streamId: number, payloadBytes: number, into?: Uint8Array): { bytes: Uint8Array; view: DataView } {
   // PROTOCOL 2.3: stream id 0 is the session's; every other frame names a stream.
   if (!isUint(streamId, MAX_STREAM_ID) || (streamId === 0) !== isSessionFrameType(type)) {
     throw new RangeError(`stream id ${streamId} for type 0x${type.toString(16)}`);
   }
-  const bytes = new Uint8Array(HEADER_BYTES + payloadBytes);
+  if (into && into.length < HEADER_BYTES + payloadBytes) throw new RangeError(`${into.length} bytes cannot hold the frame`);
+  const bytes = into ? into.subarray(0, HEADER_BYTES + payloadBytes) : new Uint8Array(HEADER_BYTES + payloadBytes);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   bytes[0] = type;
-  // bytes[1] (flags) stays 0: PROTOCOL 2.2.
+  bytes[1] = 0; // flags: none defined (PROTOCOL 2.2); set, since recycled memory may hold anything
+
   view.setUint32(2, streamId);
   return { bytes, view };
 }
@@ -96,10 +99,13 @@ export function encodeGoAway(code: number, reason = ''): Uint8Array {
   return encodeCodeReason(FrameType.GOAWAY, 0, code, reason);
 }
 
-/** DATA: one copy of the payload into the message. Callers split chunks longer than MAX_DATA_PAYLOAD. */
-export function encodeData(streamId: number, data: Uint8Array): Uint8Array {
+/**
+ * DATA: one copy of the payload into the message. Callers split chunks longer than MAX_DATA_PAYLOAD. `into`:
+ * memory to build the frame in (a recycled buffer) instead of a new allocation; the frame is a view of it.
+ */
+export function encodeData(streamId: number, data: Uint8Array, into?: Uint8Array): Uint8Array {
   if (data.length < 1 || data.length > MAX_DATA_PAYLOAD) throw new RangeError(`DATA payload ${data.length}`);
-  const { bytes } = header(FrameType.DATA, streamId, data.length);
+  const { bytes } = header(FrameType.DATA, streamId, data.length, into);
   bytes.set(data, HEADER_BYTES);
   return bytes;
 }

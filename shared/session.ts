@@ -10,6 +10,7 @@
 import {
   CRITICAL_OPTION_BIT,
   FrameType,
+  HEADER_BYTES,
   MAX_DATA_PAYLOAD,
   MAX_STREAM_ID,
   PING_PAYLOAD_BYTES,
@@ -37,6 +38,11 @@ import { truncateUtf8, utf8Decode } from './utf8.js';
 export interface Transport {
   /** Send one binary message. */
   send(message: Uint8Array): void;
+  /**
+   * Optional: memory for the next DATA frame of `bytes` bytes, which send() receives back and may recycle once
+   * the frame left (server/mux.ts pools them). Undefined: the engine allocates the frame.
+   */
+  frameBuffer?(bytes: number): Uint8Array | undefined;
   /** Bytes handed to send() but not yet written to the network (WebSocket.bufferedAmount). */
   readonly bufferedAmount: number;
   /** Close the WebSocket with a close code and a short reason. */
@@ -148,8 +154,12 @@ export class Stream {
   /**
    * Queue bytes to send. Returns false when the caller should stop until onDrain (like Writable.write).
    * Writes after end() or close are dropped and return false.
+   *
+   * `borrowed`: the caller reuses the chunk's memory as soon as write() returns (a shared read buffer). What
+   * went out at once was copied into DATA frames already; only the part that must wait for credit or for the
+   * transport is copied, so a flowing stream makes no copy beyond the frame's own.
    */
-  write(chunk: Uint8Array): boolean {
+  write(chunk: Uint8Array, borrowed = false): boolean {
     if (this.state === 'closed' || this.endRequested) return false;
     if (chunk.length === 0) return this.pendingBytes === 0;
     for (let at = 0; at < chunk.length; at += MAX_DATA_PAYLOAD) {
@@ -158,6 +168,8 @@ export class Stream {
     this.pendingBytes += chunk.length;
     this.session.flush(this);
     if (this.pendingBytes > 0) {
+      // Earlier borrowed pieces were copied when they were written, so only this chunk's can share its memory.
+      if (borrowed) this.pending = this.pending.map((p) => (p.buffer === chunk.buffer ? new Uint8Array(p) : p));
       this.needDrain = true;
       return false;
     }
@@ -465,7 +477,7 @@ export class Session {
     stream.pendingBytes -= n;
     stream.credit.take(n);
     stream.bytesOut += n;
-    this.transport.send(encodeData(stream.id, chunk));
+    this.transport.send(encodeData(stream.id, chunk, this.transport.frameBuffer?.(HEADER_BYTES + n)));
   }
 
   /** After sending: FIN once everything is out, and drain notification. */

@@ -126,6 +126,15 @@ describe('round trips of every frame type', () => {
     expect(encodeDataHeader(0x01020304)).toEqual(encodeData(0x01020304, data).subarray(0, HEADER_BYTES));
   });
 
+  it('encodeData into recycled memory writes every header byte (stale bytes never leak into flags)', () => {
+    const data = Uint8Array.of(9, 8, 7);
+    const into = new Uint8Array(64).fill(0xff); // whatever a recycled buffer held before
+    const frame = encodeData(5, data, into);
+    expect(frame).toEqual(encodeData(5, data));
+    expect(frame.buffer).toBe(into.buffer);
+    expect(() => encodeData(5, data, new Uint8Array(HEADER_BYTES + 2))).toThrow(RangeError);
+  });
+
   it('decoded payloads are views into the message, not copies', () => {
     const m = encodeData(1, Uint8Array.of(1, 2, 3));
     const f = decodeFrame(m) as { data: Uint8Array };
