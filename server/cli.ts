@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { TOOL_COMMANDS, runTool, type ToolCommand } from './cli-tools.js';
 import { readConfigFile } from './config.js';
 import { DEMO_CONFIG, packageRoot } from './demo-config.js';
+import { tuneGcForThroughput } from './gc-tuning.js';
 import { createGateway, type Gateway } from './gateway.js';
 import { SHUTDOWN_GRACE_MS } from './plugin.js';
 
@@ -55,6 +56,8 @@ const SHUTDOWN_MARGIN_MS = 10_000;
 class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
+  // Every sockgate process moves bulk bytes: no incremental marking (server/gc-tuning.ts), unless the env says so.
+  tuneGcForThroughput();
   // agent, forward and connect have their own flags (server/cli-tools.ts).
   if ((TOOL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) return runTool(argv[0] as ToolCommand, argv.slice(1));
   let parsed;

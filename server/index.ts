@@ -28,6 +28,7 @@ export {
 export { LOOPBACK_HOSTS } from './origin.js';
 export { DEMO_CONFIG } from './demo-config.js';
 export { handleRawConnection, BACKEND_END_GRACE_MS, type RawContext } from './raw.js';
+export { tuneGcForThroughput, INCREMENTAL_GC_ENV } from './gc-tuning.js';
 export { parseTarget, formatTarget, type Route, type Target } from './routes.js';
 export { CLOSE_GRACE_MS, type SockgateControl } from './ops.js';
 export { RESTART_KEYS, type ReloadResult, type RestartKey } from './reload.js';
