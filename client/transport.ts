@@ -2,6 +2,7 @@
  * The engine's Transport over a WebSocket-like object (the browser's WebSocket, ws, or anything shaped like
  * them), and the drain poller that stands in for the 'drain' event WebSockets do not have.
  */
+import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import type { Session, Transport } from '../shared/session.js';
 import { truncateUtf8, utf8Decode } from '../shared/utf8.js';
 
@@ -41,6 +42,10 @@ export interface ErrorEventLike {
 }
 
 const OPEN = 1;
+/** DATA frames at least this large are built in recycled memory (frameBuffer); smaller ones are allocated. */
+const MIN_POOLED_FRAME_BYTES = 16 * 1024;
+/** Recycled frames kept per connection (at most 8 x 64 KiB). */
+const MAX_FREE_FRAMES = 8;
 /** WebSocket close reasons are limited to 123 bytes of UTF-8 (RFC 6455 5.5.1). */
 const MAX_CLOSE_REASON_BYTES = 123;
 
@@ -80,17 +85,36 @@ export class WebSocketTransport implements Transport {
   /** Called after each send's bytes reached the kernel (only when notifiesSent). */
   onSent: () => void = () => {};
   private readonly sent = (): void => this.onSent();
+  private readonly freeFrames: ArrayBuffer[] = [];
+  private readonly pooledFrames = new WeakSet<ArrayBuffer>();
 
   constructor(private readonly ws: WebSocketLike) {
     this.notifiesSent = typeof (ws as { on?: unknown }).on === 'function';
   }
 
+  /**
+   * With send callbacks (ws), large DATA frames are built in recycled memory, taken back when ws reports the
+   * bytes written: no allocation per frame. Browsers give no such signal, so there the engine allocates.
+   */
+  frameBuffer(bytes: number): Uint8Array | undefined {
+    if (!this.notifiesSent || bytes < MIN_POOLED_FRAME_BYTES || bytes > MAX_FRAME_BYTES) return undefined;
+    const memory = this.freeFrames.pop() ?? new ArrayBuffer(MAX_FRAME_BYTES);
+    this.pooledFrames.add(memory);
+    return new Uint8Array(memory);
+  }
+
   send(message: Uint8Array): void {
     // Only ever called once open; a closing socket drops what it is given, as the engine expects.
-    // shared/encode.ts allocates every message with new Uint8Array(n): its buffer is an ArrayBuffer.
+    // shared/encode.ts allocates every message with new Uint8Array(n) (or in frameBuffer()'s ArrayBuffer).
     if (this.ws.readyState !== OPEN) return;
-    if (this.notifiesSent) this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
-    else this.ws.send(message as Uint8Array<ArrayBuffer>);
+    if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
+    const memory = message.buffer as ArrayBuffer;
+    if (!this.pooledFrames.has(memory)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
+    // Called once, also with an error when the WebSocket closed: ws holds no reference to the bytes after it.
+    this.ws.send(message as Uint8Array<ArrayBuffer>, () => {
+      if (this.freeFrames.length < MAX_FREE_FRAMES) this.freeFrames.push(memory);
+      this.onSent();
+    });
   }
 
   get bufferedAmount(): number {

@@ -4,7 +4,7 @@
  * send callbacks standing in for a drain event. None of it changes what goes on the wire beyond PINGs.
  */
 import { describe, expect, it } from 'vitest';
-import { FrameType, INITIAL_WINDOW, MAX_DATA_PAYLOAD } from '../../shared/constants.js';
+import { FrameType, INITIAL_WINDOW, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
 import { WebSocketTransport, type WebSocketLike } from '../../client/transport.js';
 import type { Stream } from '../../shared/session.js';
 import { sessionPair } from '../helpers/session-pair.js';
@@ -169,6 +169,27 @@ describe('WebSocketTransport send callbacks', () => {
     expect(ws.calls[0]).toHaveLength(2);
     (ws.calls[0]![1] as () => void)();
     expect(sent).toBe(1);
+  });
+
+  it('with callbacks, builds large DATA frames in memory it takes back once ws wrote them', () => {
+    const ws = fakeWs(true);
+    const transport = new WebSocketTransport(ws);
+    let sent = 0;
+    transport.onSent = () => sent++;
+    expect(transport.frameBuffer(100)).toBeUndefined(); // small frames are allocated as before
+    const first = transport.frameBuffer(MAX_FRAME_BYTES)!;
+    transport.send(first.subarray(0, 70_000 - 4470));
+    // Not written yet: the next frame must not share its memory.
+    const second = transport.frameBuffer(MAX_FRAME_BYTES)!;
+    expect(second.buffer).not.toBe(first.buffer);
+    (ws.calls[0]![1] as () => void)(); // ws wrote the first frame
+    expect(sent).toBe(1);
+    expect(transport.frameBuffer(MAX_FRAME_BYTES)!.buffer).toBe(first.buffer);
+  });
+
+  it('without callbacks (browsers), never hands out recycled memory', () => {
+    const transport = new WebSocketTransport(fakeWs(false));
+    expect(transport.frameBuffer(MAX_FRAME_BYTES)).toBeUndefined();
   });
 
   it('calls a browser-style send with the message only', () => {
