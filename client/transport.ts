@@ -2,6 +2,7 @@
  * The engine's Transport over a WebSocket-like object (the browser's WebSocket, ws, or anything shaped like
  * them), and the drain poller that stands in for the 'drain' event WebSockets do not have.
  */
+import { BufferPool } from '../shared/buffer-pool.js';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import type { Session, Transport } from '../shared/session.js';
 import { truncateUtf8, utf8Decode } from '../shared/utf8.js';
@@ -85,8 +86,8 @@ export class WebSocketTransport implements Transport {
   /** Called after each send's bytes reached the kernel (only when notifiesSent). */
   onSent: () => void = () => {};
   private readonly sent = (): void => this.onSent();
-  private readonly freeFrames: ArrayBuffer[] = [];
-  private readonly pooledFrames = new WeakSet<ArrayBuffer>();
+  /** Recycled DATA frames (only with send callbacks). */
+  private readonly frames = new BufferPool(MAX_FRAME_BYTES, MAX_FREE_FRAMES);
 
   constructor(private readonly ws: WebSocketLike) {
     this.notifiesSent = typeof (ws as { on?: unknown }).on === 'function';
@@ -98,9 +99,7 @@ export class WebSocketTransport implements Transport {
    */
   frameBuffer(bytes: number): Uint8Array | undefined {
     if (!this.notifiesSent || bytes < MIN_POOLED_FRAME_BYTES || bytes > MAX_FRAME_BYTES) return undefined;
-    const memory = this.freeFrames.pop() ?? new ArrayBuffer(MAX_FRAME_BYTES);
-    this.pooledFrames.add(memory);
-    return new Uint8Array(memory);
+    return this.frames.take();
   }
 
   send(message: Uint8Array): void {
@@ -108,11 +107,10 @@ export class WebSocketTransport implements Transport {
     // shared/encode.ts allocates every message with new Uint8Array(n) (or in frameBuffer()'s ArrayBuffer).
     if (this.ws.readyState !== OPEN) return;
     if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
-    const memory = message.buffer as ArrayBuffer;
-    if (!this.pooledFrames.has(memory)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
+    if (!this.frames.owns(message)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
     // Called once, also with an error when the WebSocket closed: ws holds no reference to the bytes after it.
     this.ws.send(message as Uint8Array<ArrayBuffer>, () => {
-      if (this.freeFrames.length < MAX_FREE_FRAMES) this.freeFrames.push(memory);
+      this.frames.give(message);
       this.onSent();
     });
   }

@@ -10,12 +10,13 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
 import { FrameType, MAX_FRAME_BYTES } from '../shared/constants.js';
+import { BufferPool } from '../shared/buffer-pool.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
 import { truncateUtf8 } from '../shared/utf8.js';
 import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
-import { BufferPool, SMALL_READ_BYTES } from './read-buffer.js';
+import { SMALL_READ_BYTES } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
 import type { Route, Target } from './routes.js';
 
@@ -102,7 +103,7 @@ export class WsTransport implements Transport {
     this.drainBelowBytes = maxBufferedBytes / 2;
   }
 
-  /** Large DATA frames are built in recycled buffers (server/read-buffer.ts), given back once ws wrote them. */
+  /** Large DATA frames are built in recycled buffers (shared/buffer-pool.ts), given back once ws wrote them. */
   frameBuffer(bytes: number): Uint8Array | undefined {
     return bytes >= SMALL_READ_BYTES ? framePool.take() : undefined;
   }

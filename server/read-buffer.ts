@@ -13,6 +13,7 @@
  */
 import { Buffer } from 'node:buffer';
 import type { OnReadOpts } from 'node:net';
+import { BufferPool } from '../shared/buffer-pool.js';
 
 /** Bytes read at most per read: the largest message raw mode sends toward a client. */
 export const READ_BUFFER_BYTES = 256 * 1024;
@@ -23,41 +24,12 @@ export const MAX_POOLED_BUFFERS = 16;
 
 /** One read's bytes, owned by the receiver until it calls release() (when the bytes left the process). */
 export interface ReadChunk {
-  /** The bytes read: a view of `memory`. */
-  bytes: Buffer;
+  /** The bytes read: a pooled buffer's first bytes, or a buffer of their own. */
+  bytes: Uint8Array;
   /** What the chunk holds on to while unreleased: bytes.length, or the pooled buffer's whole size. */
   held: number;
   /** Give the memory back for reuse; the chunk must not be touched afterwards. Idempotent. */
   release(): void;
-}
-
-/** Equal-sized buffers for reuse: take() one, give() it back when nothing refers to it any more. */
-export class BufferPool {
-  private readonly free: Buffer[] = [];
-  /** The ArrayBuffers this pool handed out, to recognise them when they come back. */
-  private readonly mine = new WeakSet<ArrayBufferLike>();
-
-  constructor(
-    readonly size: number,
-    /** Free buffers kept; more are left to the garbage collector. */
-    private readonly maxFree: number,
-  ) {}
-
-  take(): Buffer {
-    const buf = this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
-    this.mine.add(buf.buffer);
-    return buf;
-  }
-
-  /** Whether `bytes` is (a view of) one of this pool's buffers. */
-  owns(bytes: Uint8Array): boolean {
-    return this.mine.has(bytes.buffer);
-  }
-
-  /** Take back a buffer from take(), or any view of one. Give each buffer back once, after its last use. */
-  give(bytes: Uint8Array): void {
-    if (this.free.length < this.maxFree && this.owns(bytes)) this.free.push(Buffer.from(bytes.buffer, 0, this.size));
-  }
 }
 
 let shared: Buffer | undefined;
@@ -69,7 +41,7 @@ function copyOut(buf: Uint8Array, n: number): ReadChunk {
     bytes.set(buf.subarray(0, n));
     return { bytes, held: n, release() {} };
   }
-  let memory: Buffer | undefined = readPool.take();
+  let memory: Uint8Array | undefined = readPool.take();
   memory.set(buf.subarray(0, n));
   return {
     bytes: memory.subarray(0, n),
