@@ -2,7 +2,7 @@
 // so forked children go with it) and returns { target, pids, stop() }; `target` is what conns.mjs#openConn
 // takes. A relay whose binary is missing has `missing` set, and the table says so instead of failing.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -96,12 +96,6 @@ async function perRoute(backendPorts, argvFor) {
   return { ports, children };
 }
 
-/** The Node flags in the CLI's `#!/usr/bin/env -S node ...` line: the gateway runs here as `sockgate` runs. */
-function nodeFlags(cli) {
-  const shebang = readFileSync(cli, 'utf8').split('\n', 1)[0];
-  return shebang.match(/^#!.*\bnode\b(.*)$/)?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
-}
-
 /**
  * @param root      the repository
  * @param variants  [{ name, dist }]: more sockgate builds to compare (e.g. a copy of dist/ before a change)
@@ -168,7 +162,7 @@ export function relayDefs({ root, variants = [], profileDir }) {
       writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, routes, allowAnonymous: true, limits }));
       const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${label}${suffix}-${Date.now()}.cpuprofile`] : [];
       const cli = join(dist, 'server/cli.js');
-      const child = launch(process.execPath, [...nodeFlags(cli), ...prof, cli, 'serve', '--config', config]);
+      const child = launch(process.execPath, [...prof, cli, 'serve', '--config', config]);
       child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
       await waitPort(port, child);
       return { port, child };
