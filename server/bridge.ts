@@ -59,28 +59,44 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   const { log } = opts;
   const fields = opts.fields ?? { stream: stream.id };
   let socket: Duplex | undefined;
-  /** Peer data and FIN that arrived before the socket connected; the initial window bounds it (PROTOCOL 4.2). */
-  let held: Uint8Array[] = [];
-  let heldEnd = false;
+  /**
+   * Peer data waiting for the socket: before it connected (the initial window bounds it, PROTOCOL 4.2) or while
+   * its buffer is full (the window bounds it). Joined into blocks, so a peer's tiny frames cannot each become a
+   * buffered write: ~200 bytes of bookkeeping per 1-byte frame would multiply the window many times over.
+   */
+  const waiting = new JoinedQueue();
+  /** The peer's FIN, to pass on as end() once `waiting` is empty. */
+  let endWhenFlushed = false;
   /** Bytes written to the socket while its buffer was full: their credit goes back on 'drain'. */
   let owed = 0;
   /** The socket sent EOF / the peer sent FIN (and we called end()). */
   let socketEnded = false;
   let peerEnded = false;
 
-  const toSocket = (chunk: Uint8Array): void => {
-    if (socket!.write(chunk)) stream.consume(chunk.length);
-    else owed += chunk.length;
+  /** Write what waits while the socket takes it (credit back for what it took at once); end() once all is out. */
+  const flush = (s: Duplex): void => {
+    for (let block = waiting.shift(); block; block = waiting.shift()) {
+      if (!s.write(block)) {
+        owed += block.length;
+        break;
+      }
+      stream.consume(block.length);
+    }
+    if (endWhenFlushed && waiting.bytes === 0) {
+      endWhenFlushed = false;
+      s.end();
+    }
   };
   stream.onData = (chunk) => {
     opts.onActivity?.();
-    if (socket) toSocket(chunk);
-    else held.push(chunk);
+    if (!socket || owed > 0 || waiting.bytes > 0) waiting.push(chunk);
+    else if (socket.write(chunk)) stream.consume(chunk.length);
+    else owed += chunk.length;
   };
   stream.onEnd = () => {
     peerEnded = true;
-    if (socket) socket.end();
-    else heldEnd = true;
+    endWhenFlushed = true;
+    if (socket) flush(socket);
   };
   stream.onDrain = () => socket?.resume();
 
@@ -104,6 +120,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     const n = owed;
     owed = 0;
     stream.consume(n);
+    flush(socket!);
   };
   const onSocketError = (err: Error): void => {
     if (stream.isClosed) log.debug({ err, ...fields }, 'socket error after the stream closed');
@@ -119,7 +136,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   };
 
   stream.onClose = (err) => {
-    held = [];
+    waiting.clear();
     if (socket) {
       socket.off('data', onSocketData);
       socket.off('end', onSocketEnd);
@@ -146,10 +163,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     stream.accept();
     if (stream.isClosed) return;
     opts.onOpen?.(s);
-    const early = held;
-    held = [];
-    for (const chunk of early) toSocket(chunk);
-    if (heldEnd) s.end();
+    flush(s);
   };
   const failed = (err: unknown): void => {
     if (!(err instanceof SockgateError)) log.error({ err, ...fields }, 'connect failed unexpectedly');
@@ -183,4 +197,42 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
 export function abortStream(stream: Stream, err: SockgateError): void {
   if (stream.state === 'accepting') stream.reject(err);
   else stream.reset(err);
+}
+
+/** Bytes of a Writable-bound queue joined into blocks: its entries are bytes / JOIN_BLOCK_BYTES, never one per chunk. */
+const JOIN_BLOCK_BYTES = 16 * 1024;
+
+export class JoinedQueue {
+  private blocks: { bytes: Uint8Array; used: number }[] = [];
+  /** Bytes queued. */
+  bytes = 0;
+
+  /** Queue a copy of a small chunk (joined with its neighbours); a large one is kept as it is. */
+  push(chunk: Uint8Array): void {
+    this.bytes += chunk.length;
+    const last = this.blocks.at(-1);
+    if (last && last.used + chunk.length <= last.bytes.length) {
+      last.bytes.set(chunk, last.used);
+      last.used += chunk.length;
+    } else if (chunk.length >= JOIN_BLOCK_BYTES) {
+      this.blocks.push({ bytes: chunk, used: chunk.length });
+    } else {
+      const bytes = new Uint8Array(JOIN_BLOCK_BYTES);
+      bytes.set(chunk);
+      this.blocks.push({ bytes, used: chunk.length });
+    }
+  }
+
+  /** The oldest block's bytes, or undefined when empty. */
+  shift(): Uint8Array | undefined {
+    const block = this.blocks.shift();
+    if (!block) return undefined;
+    this.bytes -= block.used;
+    return block.bytes.subarray(0, block.used);
+  }
+
+  clear(): void {
+    this.blocks = [];
+    this.bytes = 0;
+  }
 }

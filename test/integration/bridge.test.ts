@@ -1,0 +1,58 @@
+/**
+ * server/bridge.ts against a real loopback socket: a peer's tiny DATA frames, held while the backend connects or
+ * while its buffer is full, must not each become a socket write (their bookkeeping would multiply the window's
+ * bytes), and every byte must still reach the backend, in order.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { bridgeStream } from '../../server/bridge.js';
+import { waitFor } from '../helpers/backends.js';
+import { sessionPair } from '../helpers/session-pair.js';
+
+const quiet = { info() {}, debug() {}, error() {} };
+const closers: (() => void)[] = [];
+afterEach(() => {
+  for (const c of closers.splice(0)) c();
+});
+
+describe('bridge: peer bytes waiting for the socket', () => {
+  it('joins tiny frames instead of buffering one write per frame, and delivers them all in order', async () => {
+    // A backend that does not read until told to.
+    let accepted: net.Socket | undefined;
+    const received: Buffer[] = [];
+    const server = net.createServer((s) => {
+      accepted = s;
+      s.pause();
+      s.on('data', (d: Buffer) => received.push(d));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(() => server.close());
+    const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    closers.push(() => socket.destroy());
+    // Count the writes the bridge makes (instrumentation: the socket itself is real).
+    let writes = 0;
+    const write = socket.write.bind(socket) as (chunk: Uint8Array) => boolean;
+    socket.write = ((chunk: Uint8Array) => (writes++, write(chunk))) as typeof socket.write;
+
+    // The frames arrive while the backend is still connecting (the same queue holds them while its buffer is
+    // full): the opener may send within the initial window before OPEN_OK (PROTOCOL 4.2).
+    let connected: (s: net.Socket) => void = () => {};
+    const connecting = new Promise<net.Socket>((r) => (connected = r));
+    const pair = sessionPair({}, { onStream: (s) => bridgeStream(s, { connect: () => connecting, log: quiet }) });
+    const stream = pair.client.open('backend');
+    const frames = 100_000; // 1-byte DATA frames, within the initial window (256 KiB)
+    for (let i = 0; i < frames; i++) stream.write(Uint8Array.of(i & 0xff));
+    await pair.settle();
+    connected(socket);
+    await pair.settle();
+    // Without joining this was one write per frame: 100,000 chunks, each with its own bookkeeping.
+    expect(writes).toBeLessThan(100);
+
+    accepted!.resume();
+    await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= frames, 20_000, 'every byte at the backend');
+    const all = Buffer.concat(received);
+    expect(all.length).toBe(frames);
+    expect(all.every((b, i) => b === (i & 0xff))).toBe(true);
+  });
+});
