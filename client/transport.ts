@@ -5,7 +5,7 @@
 import { BufferPool } from '../shared/buffer-pool.js';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import type { Session, Transport } from '../shared/session.js';
-import { truncateUtf8, utf8Decode } from '../shared/utf8.js';
+import { fitCloseReason } from '../shared/utf8.js';
 
 /** What the SDK uses of a WebSocket: the subset the browser's WebSocket and the `ws` package share. */
 export interface WebSocketLike {
@@ -47,8 +47,6 @@ const OPEN = 1;
 const MIN_POOLED_FRAME_BYTES = 16 * 1024;
 /** Recycled frames kept per connection (at most 8 x 64 KiB). */
 const MAX_FREE_FRAMES = 8;
-/** WebSocket close reasons are limited to 123 bytes of UTF-8 (RFC 6455 5.5.1). */
-const MAX_CLOSE_REASON_BYTES = 123;
 
 /** Bytes of a binary message; the text of a text message; undefined for anything else (a Blob). */
 export function messageData(data: unknown): Uint8Array | string | undefined {
@@ -73,9 +71,6 @@ export function closeWebSocket(ws: WebSocketLike, code: number, reason: string):
   }
 }
 
-function fitCloseReason(reason: string): string {
-  return utf8Decode(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
-}
 
 export class WebSocketTransport implements Transport {
   /**

@@ -9,7 +9,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
@@ -20,6 +20,7 @@ import type { GatewayLimits } from './config.js';
 import { startKeepalive, terminateAfter } from './keepalive.js';
 import { WsTransport, limitFrameSize } from './mux.js';
 import { StreamSocket } from './stream-socket.js';
+import { offeredSubprotocols, sendError } from './ws-util.js';
 
 export interface AgentEndpointOptions {
   registry: AgentRegistry;
@@ -205,12 +206,4 @@ export async function connectAgent(registry: AgentRegistry, service: string, tim
   return socket;
 }
 
-function offeredSubprotocols(req: IncomingMessage): Set<string> {
-  const header = req.headers['sec-websocket-protocol'];
-  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return new Set(text.split(',').map((p) => p.trim()).filter(Boolean));
-}
 
-function sendError(reply: FastifyReply, status: number, err: SockgateError): FastifyReply {
-  return reply.code(status).type('application/json; charset=utf-8').send({ code: err.code, message: err.message });
-}

@@ -13,11 +13,11 @@ import { FrameType, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { BufferPool } from '../shared/buffer-pool.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
-import { truncateUtf8 } from '../shared/utf8.js';
 import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
 import { SMALL_READ_BYTES } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
+import { closeReasonBytes, toBuffer } from './ws-util.js';
 import type { Route, Target } from './routes.js';
 
 /**
@@ -77,8 +77,6 @@ export interface MuxSessionHandle {
 /** The engine's default for maxTransportBufferedBytes (shared/session.ts), needed here for the drain mark. */
 const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 
-/** WebSocket close reasons are at most 123 bytes (RFC 6455 5.5); ws throws on longer ones. */
-const MAX_CLOSE_REASON_BYTES = 123;
 
 /**
  * The engine's Transport over a `ws` WebSocket, used by the gateway and by the Node test client.
@@ -122,7 +120,7 @@ export class WsTransport implements Transport {
 
   close(code: number, reason: string): void {
     try {
-      this.ws.close(code, Buffer.from(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES)));
+      this.ws.close(code, closeReasonBytes(reason));
     } catch (err) {
       // ws refuses close codes that may not be sent (e.g. 1006); the session is over either way.
       this.onInternalError(err);
@@ -178,11 +176,6 @@ function firstByte(data: RawData): number | undefined {
   return Buffer.isBuffer(data) ? data[0] : new Uint8Array(data, 0, Math.min(1, data.byteLength))[0];
 }
 
-function toBuffer(data: RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
-}
 
 /**
  * PROTOCOL 1.4: refuse a mux message over MAX_FRAME_BYTES from its header, before buffering it. The ws server's

@@ -7,7 +7,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocket } from 'ws';
 import { ERRORS, SockgateError } from '../shared/errors.js';
-import { truncateUtf8 } from '../shared/utf8.js';
 import { AdminServer, type AdminAddress, type OpsState } from './admin.js';
 import { isLoopbackHost, type GatewayConfig } from './config.js';
 import { Drainer, type DrainResult } from './drain.js';
@@ -15,6 +14,7 @@ import { startKeepalive, terminateAfter } from './keepalive.js';
 import { GatewayMetrics } from './metrics.js';
 import type { MuxSessionHandle } from './mux.js';
 import type { LiveConfig, ReloadResult, SessionCredential } from './reload.js';
+import { closeReasonBytes } from './ws-util.js';
 
 /**
  * After the gateway sends a close frame (keepalive, drain), the peer gets this long (ms) to answer before the
@@ -22,8 +22,6 @@ import type { LiveConfig, ReloadResult, SessionCredential } from './reload.js';
  */
 export const CLOSE_GRACE_MS = 2000;
 
-/** RFC 6455 5.5: a close frame's reason is at most 123 bytes. */
-const MAX_CLOSE_REASON_BYTES = 123;
 
 /** `app.sockgate`: what an app (createGateway(), the CLI, an embedder) can do with a running gateway. */
 export interface SockgateControl {
@@ -249,7 +247,7 @@ export class Operations implements OpsState {
 /** Close a WebSocket the gateway gives up on, and terminate it if the peer does not answer the close in time. */
 function closeWs(ws: WebSocket, code: number, reason: string): void {
   if (ws.readyState === WebSocket.OPEN) {
-    ws.close(code, Buffer.from(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES)));
+    ws.close(code, closeReasonBytes(reason));
     // Raw mode may have paused reading (a slow backend): the peer's close frame must still be read.
     ws.resume();
   }

@@ -37,6 +37,7 @@ import { handleRawConnection, type RawContext } from './raw.js';
 import { LiveConfig, type LiveAdmitted } from './reload.js';
 import { holdAdmitted } from './admission.js';
 import type { Target } from './routes.js';
+import { offeredSubprotocols, sendError } from './ws-util.js';
 
 export interface SockgatePluginOptions {
   /** A config from resolveConfig()/loadConfigFile(), or a plain object that is resolved (and checked) here. */
@@ -271,11 +272,6 @@ function warnAboutExposure(app: FastifyInstance, config: GatewayConfig): void {
   }
 }
 
-function offeredSubprotocols(req: IncomingMessage): Set<string> {
-  const header = req.headers['sec-websocket-protocol'];
-  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return new Set(text.split(',').map((p) => p.trim()).filter(Boolean));
-}
 
 /**
  * @fastify/websocket's errorHandler. ws reports a client's protocol violation (oversized message, bad opcode,
@@ -320,11 +316,6 @@ async function closeWebSockets(this: FastifyInstance): Promise<void> {
 
 function refuse(reply: FastifyReply, status: number, code: ErrorCode, detail: string): FastifyReply {
   return sendError(reply, status, new SockgateError(code, detail));
-}
-
-/** An HTTP refusal before the upgrade: `{ code, message }`, the message never holding a credential. */
-function sendError(reply: FastifyReply, status: number, err: SockgateError): FastifyReply {
-  return reply.code(status).type('application/json; charset=utf-8').send({ code: err.code, message: err.message });
 }
 
 /** A client-supplied name cut short for logs and error bodies. */

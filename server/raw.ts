@@ -16,13 +16,13 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import { WebSocket, type RawData } from 'ws';
 import { ERRORS, SockgateError } from '../shared/errors.js';
-import { truncateUtf8 } from '../shared/utf8.js';
 import { backendError } from './backend.js';
 import type { GatewayLimits } from './config.js';
 import { IdleTimer } from './limits.js';
 import { pooledReads, type ReadChunk } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
 import { formatTarget, type Route, type Target } from './routes.js';
+import { closeReasonBytes, toBuffer } from './ws-util.js';
 
 export interface RawContext {
   /**
@@ -43,8 +43,6 @@ export interface RawContext {
  */
 export const BACKEND_END_GRACE_MS = 2000;
 
-/** RFC 6455 5.5: a close frame's reason is at most 123 bytes; ws throws on longer ones. */
-const MAX_CLOSE_REASON_BYTES = 123;
 
 /** Bridge one upgraded WebSocket to the route's backend. Never throws; everything it opens is released on close. */
 export function handleRawConnection(
@@ -214,7 +212,7 @@ export function handleRawConnection(
 
   function closeWs(code: number, reason: string): void {
     if (ws.readyState !== WebSocket.OPEN) return;
-    ws.close(code, Buffer.from(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES)));
+    ws.close(code, closeReasonBytes(reason));
     // The client's close frame must be read to finish the handshake, even if we had paused reading.
     ws.resume();
   }
@@ -228,10 +226,4 @@ function closeReason(err: SockgateError): string {
   const prefix = `${ERRORS[err.code].message}: `;
   const detail = err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
   return /^E[A-Z0-9_]+: /.test(detail) ? detail : err.message;
-}
-
-function toBuffer(data: RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data;
-  if (Array.isArray(data)) return Buffer.concat(data);
-  return Buffer.from(data);
 }

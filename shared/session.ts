@@ -32,7 +32,7 @@ import {
 import { ERRORS, SockgateError, closeCodeOf, codeFromClose, codeFromWire, wireCodeOf } from './errors.js';
 import type { Frame, FrameOption } from './frame.js';
 import { ReceiveWindow, SendCredit } from './flow.js';
-import { truncateUtf8, utf8Decode } from './utf8.js';
+import { fitCloseReason } from './utf8.js';
 
 /** What a session needs from its WebSocket. */
 export interface Transport {
@@ -333,7 +333,7 @@ export class Session {
   close(err?: SockgateError): void {
     if (this.closed) return;
     const code = err ? closeCodeOf(err) : 1000;
-    const reason = err ? truncateReason(err.message) : '';
+    const reason = err ? fitCloseReason(err.message) : '';
     try {
       this.teardown(err ?? new SockgateError('SOCKGATE_ERR_SESSION_CLOSED'), err);
     } finally {
@@ -671,10 +671,6 @@ function wireReason(err: SockgateError): string {
   return err.message.startsWith(`${spec.message}: `) ? err.message.slice(spec.message.length + 2) : err.message;
 }
 
-function truncateReason(reason: string): string {
-  // WebSocket close reasons are limited to 123 bytes of UTF-8 (ws and browsers throw past it), not 123 characters.
-  return utf8Decode(truncateUtf8(reason, 123));
-}
 
 function sessionErrorForClose(code: number, reason: string): SockgateError {
   return new SockgateError(codeFromClose(code), reason || `WebSocket closed with ${code}`);

@@ -20,3 +20,11 @@ export function truncateUtf8(text: string, maxBytes: number): Uint8Array {
   while (end > 0 && ((bytes[end] ?? 0) & 0xc0) === 0x80) end--;
   return bytes.subarray(0, end);
 }
+
+/** A WebSocket close frame's reason holds at most 123 bytes of UTF-8 (RFC 6455 5.5); ws and browsers throw past it. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** `reason` cut (on a character boundary) to what a WebSocket close frame can carry. */
+export function fitCloseReason(reason: string): string {
+  return utf8Decode(truncateUtf8(reason, MAX_CLOSE_REASON_BYTES));
+}
