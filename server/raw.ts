@@ -19,7 +19,7 @@ import { ERRORS, SockgateError } from '../shared/errors.js';
 import { backendError } from './backend.js';
 import type { GatewayLimits } from './config.js';
 import { IdleTimer } from './limits.js';
-import { pooledReads, type ReadChunk } from './read-buffer.js';
+import { ownMemory, pooledReads, type ReadChunk } from './read-buffer.js';
 import type { StreamMetrics } from './metrics.js';
 import { formatTarget, type Route, type Target } from './routes.js';
 import { closeReasonBytes, toBuffer } from './ws-util.js';
@@ -164,7 +164,7 @@ export function handleRawConnection(
     );
     // An agent's stream emits 'data'; a backend socket reads through pooledReads and never does.
     socket.on('data', (data: Buffer) => {
-      if (!fromBackend({ bytes: data, held: data.length, release() {} })) socket.pause();
+      if (!fromBackend({ bytes: data, held: data.length, release: ownMemory })) socket.pause();
     });
     // Reads that arrived before this point may have paused the socket with nobody to resume it yet.
     if (!backendPaused) socket.resume();

@@ -35,11 +35,14 @@ export interface ReadChunk {
 let shared: Buffer | undefined;
 const readPool = new BufferPool(READ_BUFFER_BYTES, MAX_POOLED_BUFFERS);
 
+/** release() of a chunk that owns its memory: nothing to give back. */
+export const ownMemory = (): void => {};
+
 function copyOut(buf: Uint8Array, n: number): ReadChunk {
   if (n < SMALL_READ_BYTES) {
     const bytes = Buffer.allocUnsafe(n);
     bytes.set(buf.subarray(0, n));
-    return { bytes, held: n, release() {} };
+    return { bytes, held: n, release: ownMemory };
   }
   let memory: Uint8Array | undefined = readPool.take();
   memory.set(buf.subarray(0, n));

@@ -168,8 +168,11 @@ export class Stream {
     this.pendingBytes += chunk.length;
     this.session.flush(this);
     if (this.pendingBytes > 0) {
-      // Earlier borrowed pieces were copied when they were written, so only this chunk's can share its memory.
-      if (borrowed) this.pending = this.pending.map((p) => (p.buffer === chunk.buffer ? new Uint8Array(p) : p));
+      // Only this chunk's pieces can share its memory (earlier borrowed ones were copied when written), and they
+      // are the last ones pending: copy those, from the end.
+      for (let i = this.pending.length - 1; borrowed && i >= 0 && this.pending[i]!.buffer === chunk.buffer; i--) {
+        this.pending[i] = new Uint8Array(this.pending[i]!);
+      }
       this.needDrain = true;
       return false;
     }
