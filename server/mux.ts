@@ -9,7 +9,7 @@ import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
-import { FrameType, MAX_FRAME_BYTES } from '../shared/constants.js';
+import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { BufferPool } from '../shared/buffer-pool.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
@@ -170,12 +170,6 @@ export class WsTransport implements Transport {
   }
 }
 
-/** The first byte of a message (a frame's type), without copying it. */
-function firstByte(data: RawData): number | undefined {
-  if (Array.isArray(data)) return data[0]?.[0];
-  return Buffer.isBuffer(data) ? data[0] : new Uint8Array(data, 0, Math.min(1, data.byteLength))[0];
-}
-
 
 /**
  * PROTOCOL 1.4: refuse a mux message over MAX_FRAME_BYTES from its header, before buffering it. The ws server's
@@ -257,6 +251,8 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): Mux
     maxIncomingStreams: limits.maxStreamsPerSession,
     admitOpen: opens ? admitOpen : undefined,
     onOpenRefused: ctx.metrics ? (route, err) => ctx.metrics!.failed(route, err.code) : undefined,
+    // A peer RESET takes a token too; it is never refused (the stream is gone either way), so the OPENs after it pay.
+    onPeerReset: opens ? () => opens.take(performance.now()) : undefined,
     onStream(stream, name) {
       totals.streams++;
       try {
@@ -275,13 +271,6 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): Mux
     },
   });
   if (limits.idleTimeoutMs) idle = new IdleTimer(limits.idleTimeoutMs, () => session.close(new SockgateError('SOCKGATE_ERR_SESSION_IDLE_TIMEOUT')));
-  if (opens) {
-    // A peer RESET takes a token too; it is never refused (the stream is gone either way), so the OPENs after it
-    // pay. Registered before bind() so it sees the frame before the engine does.
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      if (isBinary && firstByte(data) === FrameType.RESET) opens.take(performance.now());
-    });
-  }
   transport.bind(session);
   ws.on('error', (err: Error) => log.debug({ err }, 'mux websocket error'));
   ws.on('close', (code: number, reason: Buffer) => {

@@ -86,6 +86,8 @@ export interface SessionOptions {
    * streams, a bad route name or option). `route` is the peer's text, unchecked. For metrics; optional.
    */
   onOpenRefused?: (route: string, err: SockgateError) => void;
+  /** Called for every RESET the peer sends, before its stream is looked up: a rate limit may charge it. */
+  onPeerReset?: () => void;
   /** Clock in milliseconds; performance.now by default. */
   now?: () => number;
 }
@@ -608,6 +610,7 @@ export class Session {
         return;
       }
       case FrameType.RESET: {
+        this.opts.onPeerReset?.();
         const stream = this.lookup(frame.streamId);
         if (!stream) return;
         this.closeStream(stream, new SockgateError(codeFromWire(frame.code), frame.reason));

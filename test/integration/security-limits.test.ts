@@ -109,6 +109,17 @@ describe('OPEN and RESET rate per session', () => {
     expect(c.session.closed).toBe(false);
   });
 
+  it('a peer RESET takes a token: the OPEN after it pays for it', async () => {
+    // A burst of 2 at 1/s (a token back per second; this takes milliseconds): one OPEN and its RESET spend it.
+    const gw = await gateway({ opensPerSecond: 1, opensBurst: 2 });
+    const c = await mux(gw);
+    const first = c.open('echo');
+    await within(first.opened, 5000, 'the first OPEN');
+    first.stream.reset();
+    const second = c.open('echo');
+    expect((await within(second.closed, 5000, 'the answer to the second OPEN'))?.code).toBe('SOCKGATE_ERR_STREAM_RATE_LIMITED');
+  });
+
   it('an OPEN+RESET flood is held to the rate (backend connects bounded), then the session is closed with 1008', async () => {
     const flood = await tcpBackend(echoHandler);
     cleanups.push(() => flood.close());

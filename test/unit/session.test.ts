@@ -144,6 +144,16 @@ describe('frames for closed and never-opened streams (PROTOCOL 4.5)', () => {
     expect(raw.session.streamCount).toBe(1);
   });
 
+  it('reports every peer RESET to onPeerReset, for open and already closed streams alike (rate limits charge it)', () => {
+    let resets = 0;
+    const raw = rawSession({ onStream: (s) => s.accept(), onPeerReset: () => resets++ });
+    raw.feed(encodeOpen(1, 'r'));
+    raw.feed(encodeReset(1, 0));
+    raw.feed(encodeReset(1, 0)); // the stream is gone: ignored, but still counted
+    expect(resets).toBe(2);
+    expect(raw.closedWith).toBeUndefined();
+  });
+
   it('frames for our own closed stream (the peer answered late) are ignored', () => {
     const client = rawSession({ role: 'client' });
     const s = client.session.open('r');
