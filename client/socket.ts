@@ -4,6 +4,7 @@
  * credit goes back only for bytes the application has read, and a write resolves only once the engine took it.
  */
 import { SockgateError } from '../shared/errors.js';
+import { JoinedQueue } from '../shared/joined-queue.js';
 import type { Stream } from '../shared/session.js';
 
 /** What `opened` resolves to. The gateway tells us nothing more in protocol v1 (no addresses). */
@@ -49,8 +50,8 @@ export class SockgateSocket {
 
   private readonly stream: Stream | undefined;
   private readonly host: SocketHost | undefined;
-  private readonly queue: Uint8Array[] = [];
-  private queuedBytes = 0;
+  /** Received bytes no read() has taken yet; joined, so tiny frames do not each cost a queue entry. */
+  private readonly queue = new JoinedQueue();
   private readController!: ReadableStreamDefaultController<Uint8Array>;
   private writeController!: WritableStreamDefaultController;
   private readState: ReadState = 'open';
@@ -180,21 +181,19 @@ export class SockgateSocket {
       this.stream?.consume(chunk.length);
       return;
     }
-    this.queue.push(chunk);
-    this.queuedBytes += chunk.length;
-    if (this.wantRead) this.deliver();
+    // A read() waiting on an empty queue takes the chunk as it is (no copy into the queue's blocks).
+    if (this.wantRead && this.queue.bytes === 0) this.hand(chunk);
+    else this.queue.push(chunk);
   }
 
   private pull(): void {
-    if (this.queue.length > 0) this.deliver();
+    const chunk = this.queue.shift();
+    if (chunk) this.hand(chunk);
     else this.wantRead = true;
   }
 
-  /** Give the waiting read() one chunk, and its credit back to the peer. */
-  private deliver(): void {
-    const chunk = this.queue.shift();
-    if (!chunk) return;
-    this.queuedBytes -= chunk.length;
+  /** Give the waiting read() a chunk, and its credit back to the peer. */
+  private hand(chunk: Uint8Array): void {
     this.wantRead = false;
     this.readController.enqueue(chunk);
     this.stream?.consume(chunk.length);
@@ -202,17 +201,16 @@ export class SockgateSocket {
   }
 
   private maybeEndReadable(): void {
-    if (this.readState !== 'open' || this.queue.length > 0 || !this.stream?.remoteEnded) return;
+    if (this.readState !== 'open' || this.queue.bytes > 0 || !this.stream?.remoteEnded) return;
     this.readState = 'done';
     this.readController.close();
     this.maybeResolveClosed();
   }
 
   private cancelReadable(): void {
-    const dropped = this.queuedBytes;
+    const dropped = this.queue.bytes;
     this.readState = 'done';
-    this.queue.length = 0;
-    this.queuedBytes = 0;
+    this.queue.clear();
     const stream = this.stream;
     if (this.discarding || !stream || stream.isClosed || stream.remoteEnded) {
       // The peer has finished sending, or close() asked to drop the rest: no need to stop the peer.
@@ -273,8 +271,7 @@ export class SockgateSocket {
       if (!this.localAbort) this.failure = err;
       if (!this.isOpened) this.rejectOpened(err);
       // RESET drops undelivered data in both directions (PROTOCOL 4.4).
-      this.queue.length = 0;
-      this.queuedBytes = 0;
+      this.queue.clear();
       if (this.readState === 'open') {
         this.readState = 'done';
         this.readController.error(err);

@@ -19,6 +19,7 @@ import { SockgateError } from '../shared/errors.js';
 import type { Stream } from '../shared/session.js';
 import { backendError } from './backend.js';
 import { sharedReadBuffer } from './read-buffer.js';
+import { JoinedQueue } from '../shared/joined-queue.js';
 
 /** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
 export interface BridgeLogger {
@@ -197,42 +198,4 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
 export function abortStream(stream: Stream, err: SockgateError): void {
   if (stream.state === 'accepting') stream.reject(err);
   else stream.reset(err);
-}
-
-/** Bytes of a Writable-bound queue joined into blocks: its entries are bytes / JOIN_BLOCK_BYTES, never one per chunk. */
-const JOIN_BLOCK_BYTES = 16 * 1024;
-
-export class JoinedQueue {
-  private blocks: { bytes: Uint8Array; used: number }[] = [];
-  /** Bytes queued. */
-  bytes = 0;
-
-  /** Queue a copy of a small chunk (joined with its neighbours); a large one is kept as it is. */
-  push(chunk: Uint8Array): void {
-    this.bytes += chunk.length;
-    const last = this.blocks.at(-1);
-    if (last && last.used + chunk.length <= last.bytes.length) {
-      last.bytes.set(chunk, last.used);
-      last.used += chunk.length;
-    } else if (chunk.length >= JOIN_BLOCK_BYTES) {
-      this.blocks.push({ bytes: chunk, used: chunk.length });
-    } else {
-      const bytes = new Uint8Array(JOIN_BLOCK_BYTES);
-      bytes.set(chunk);
-      this.blocks.push({ bytes, used: chunk.length });
-    }
-  }
-
-  /** The oldest block's bytes, or undefined when empty. */
-  shift(): Uint8Array | undefined {
-    const block = this.blocks.shift();
-    if (!block) return undefined;
-    this.bytes -= block.used;
-    return block.bytes.subarray(0, block.used);
-  }
-
-  clear(): void {
-    this.blocks = [];
-    this.bytes = 0;
-  }
 }
