@@ -97,7 +97,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
   const { limits, registry } = ctx;
   const log = ctx.log.child({ agent: id, principal: entry.agent.name, remote: ctx.remoteAddress, services: entry.services });
   const startedAt = performance.now();
-  limitFrameSize(ws);
+  limitFrameSize(ws, log);
   let session: Session;
   try {
     const transport = new WsTransport(ws, limits.maxTransportBufferedBytes, (err) => log.error({ err }, 'agent session internal error'));

@@ -78,15 +78,15 @@ export interface MuxSessionHandle {
 const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 
 
+/** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
+const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
+
 /**
  * The engine's Transport over a `ws` WebSocket, used by the gateway and by the Node test client.
  * `bufferedAmount` counts bytes handed to ws whose send callback has not fired: ws calls it once the bytes left
  * for the kernel, so this is our queue plus ws's, the number the engine throttles DATA on. When it falls below
  * half of `maxBufferedBytes` and the engine has DATA waiting, the engine is told the transport drained.
  */
-/** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
-const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
-
 export class WsTransport implements Transport {
   bufferedAmount = 0;
   private session: Session | undefined;
@@ -175,17 +175,19 @@ export class WsTransport implements Transport {
  * PROTOCOL 1.4: refuse a mux message over MAX_FRAME_BYTES from its header, before buffering it. The ws server's
  * maxPayload is raw mode's limit for every connection; ws has no public per-connection limit, but its Receiver
  * reads `_maxPayload` afresh at each frame header, so tightening that field applies from the next frame on.
- * Returns false when the field is missing (a ws upgrade changed it): the length check in `bind` still applies.
+ * When the field is missing (a ws upgrade changed it) it says so on `log`: the length check in `bind` still applies.
  */
-export function limitFrameSize(ws: WebSocket): boolean {
+export function limitFrameSize(ws: WebSocket, log: Pick<FastifyBaseLogger, 'warn'>): void {
   /** The one private field of ws we touch (ws 8 lib/receiver.js). */
   interface WsReceiverInternals {
     _receiver?: { _maxPayload?: unknown };
   }
   const receiver = (ws as unknown as WsReceiverInternals)._receiver;
-  if (!receiver || typeof receiver._maxPayload !== 'number') return false;
+  if (!receiver || typeof receiver._maxPayload !== 'number') {
+    log.warn('ws internals changed: mux frames are size-checked only after buffering');
+    return;
+  }
   receiver._maxPayload = MAX_FRAME_BYTES;
-  return true;
 }
 
 let sessionSeq = 0;
@@ -213,7 +215,7 @@ export function handleMuxSession(
 function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): MuxSessionHandle {
   const startedAt = performance.now();
   const { limits } = ctx;
-  if (!limitFrameSize(ws)) log.warn('ws internals changed: mux frames are size-checked only after buffering');
+  limitFrameSize(ws, log);
 
   /** Every backend socket of this session until it closes, including ones still flushing after a clean close. */
   const sockets = new Set<Duplex>();
@@ -259,7 +261,7 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): Mux
         bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle, settled });
       } catch (err) {
         log.error({ err, route: name, stream: stream.id }, 'mux stream failed to start');
-        abort(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
+        abortStream(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
       }
     },
     onClose(err) {
@@ -381,6 +383,3 @@ function streamBytes(stream: Stream): { readonly toBackend: number; readonly toC
     },
   };
 }
-
-/** End a stream with an error whatever its state: OPEN_FAIL before it was accepted, RESET after. */
-const abort = abortStream;
