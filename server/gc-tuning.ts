@@ -14,9 +14,14 @@ import { setFlagsFromString } from 'node:v8';
 export const INCREMENTAL_GC_ENV = 'SOCKGATE_INCREMENTAL_GC';
 
 /**
- * Turn V8's incremental marking off for this process, unless SOCKGATE_INCREMENTAL_GC=1. The CLI calls it first
- * thing; an application that registers the plugin may call it too (or run `node --no-incremental-marking`).
- * Returns whether it changed the flag.
+ * Turn V8's incremental marking off for this process, unless SOCKGATE_INCREMENTAL_GC=1. Returns whether it changed
+ * the flag.
+ *
+ * Call it before anything else is loaded: the first statement of the entry module, with everything else imported
+ * dynamically after it (as server/cli.ts does). Changing the flag while V8 is marking the heap on its worker
+ * threads aborts the process (a V8 fatal error or a segfault): when the CLI flipped it after loading Fastify, 20
+ * of 300 start-ups died that way. An application embedding the plugin is better served by
+ * `node --no-incremental-marking`.
  */
 export function tuneGcForThroughput(env: NodeJS.ProcessEnv = process.env): boolean {
   if (env[INCREMENTAL_GC_ENV] === '1') return false;

@@ -3,11 +3,13 @@
  * mark-compacts under sustained transfers, docs/BENCHMARKS.md), and SOCKGATE_INCREMENTAL_GC=1 keeps it.
  * A child process allocates enough for V8 to start incremental marking when it may, and traces it.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { ensureBuilt, root } from '../helpers/cli.js';
+import { cliPath, ensureBuilt, root } from '../helpers/cli.js';
 
 const tuning = pathToFileURL(join(root, 'dist', 'server', 'gc-tuning.js')).href;
 // 3,000 arrays of 20,000 numbers, up to 300 alive at once: old-generation growth V8 marks incrementally.
@@ -32,6 +34,27 @@ describe('GC tuning for the CLI', () => {
 
   it('turns incremental marking off by default', () => {
     expect(markingStarts({ SOCKGATE_INCREMENTAL_GC: '' })).toEqual({ starts: 0, changed: true });
+  });
+
+  it('the CLI flips the flag before V8 has started marking the heap (flipping it during marking aborts the process)', () => {
+    // When the CLI flipped it after loading Fastify, loading had always started one incremental marking, and about
+    // 7% of runs of this very command died in V8's concurrent marking (fatal error or SIGSEGV). A config error is
+    // the shortest path that loads everything.
+    const dir = mkdtempSync(join(tmpdir(), 'sockgate-gc-'));
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'routes:\n  ssh:\n    target: ftp://example\n');
+    try {
+      const r = spawnSync(process.execPath, ['--trace-incremental-marking', cliPath, 'serve', '--config', bad], {
+        env: { ...process.env, SOCKGATE_INCREMENTAL_GC: '' },
+        timeout: 60_000,
+        encoding: 'utf8',
+      });
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain('invalid configuration');
+      expect(r.stdout.split('\n').filter((l) => l.includes('[IncrementalMarking] Start (')).length).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('keeps V8 default with SOCKGATE_INCREMENTAL_GC=1 (the same allocations then start incremental marking)', () => {
