@@ -44,6 +44,12 @@ export interface OpenSessionOptions {
   /** Largest receive window per socket, in bytes (INITIAL_WINDOW..MAX_WINDOW); bounds memory per socket. Default 4 MiB. */
   maxWindowBytes?: number;
   /**
+   * All sockets' receive windows together, in bytes (at least INITIAL_WINDOW): a socket's window grows only to
+   * its share, this over the sockets open, never below 256 KiB (PROTOCOL 5.7). Keeps sockets that share a
+   * session even. Default 4 x maxWindowBytes (16 MiB).
+   */
+  maxSessionWindowBytes?: number;
+  /**
    * Stay connected (see reconnect.ts and docs/SDK.md): openSession then resolves to a ReconnectingSession that
    * replaces its connection after a loss or a GOAWAY. `true` uses the defaults (250 ms initial, 30 s max, unbounded).
    */
@@ -83,6 +89,10 @@ export function openSession(url: string | URL, options: OpenSessionOptions = {})
   const maxWindow = options.maxWindowBytes;
   if (maxWindow !== undefined && !(maxWindow >= INITIAL_WINDOW && maxWindow <= MAX_WINDOW)) {
     return Promise.reject(new RangeError(`maxWindowBytes ${maxWindow} outside ${INITIAL_WINDOW}..${MAX_WINDOW}`));
+  }
+  const sessionWindow = options.maxSessionWindowBytes;
+  if (sessionWindow !== undefined && !(sessionWindow >= INITIAL_WINDOW)) {
+    return Promise.reject(new RangeError(`maxSessionWindowBytes ${sessionWindow} below ${INITIAL_WINDOW}`));
   }
   let ws: WebSocketLike;
   let target: string;
@@ -160,6 +170,7 @@ export class SockgateSession extends TypedEventTarget<SessionEventMap> {
       role: 'client',
       transport,
       maxWindowBytes: options.maxWindowBytes,
+      maxSessionWindowBytes: options.maxSessionWindowBytes,
       rttProbeIntervalMs: RTT_PROBE_INTERVAL_MS,
       onGoAway: (err) => this.emit(new SessionGoAwayEvent(err)),
       onClose: (err) => this.engineClosed(err),

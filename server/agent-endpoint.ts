@@ -105,6 +105,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
       role: 'server',
       transport,
       maxWindowBytes: limits.maxWindowBytes,
+      maxSessionWindowBytes: limits.maxSessionWindowBytes,
       maxTransportBufferedBytes: limits.maxTransportBufferedBytes,
       // No onStream: an agent opens nothing; the engine refuses its OPENs with SOCKGATE_ERR_ROUTE_UNKNOWN.
       onClose: () => {

@@ -59,6 +59,13 @@ export const LIMIT_DEFAULTS = Object.freeze({
    */
   maxWindowBytes: 4_194_304,
   /**
+   * The receive windows of all streams of one mux session together, in bytes (16 MiB; at least INITIAL_WINDOW):
+   * each stream's window grows only to its share, this over the streams open (never below INITIAL_WINDOW),
+   * PROTOCOL 5.7. Keeps a session's streams even, and bounds what the gateway holds for one session to about
+   * max(this, streams x 256 KiB) rather than streams x maxWindowBytes.
+   */
+  maxSessionWindowBytes: 16_777_216,
+  /**
    * Bytes waiting to reach one WebSocket client before the gateway stops reading backends for it (1 MiB).
    * Prevents a slow or stalled client from making the gateway buffer a fast backend's output without bound.
    */
@@ -102,6 +109,7 @@ export const LIMIT_RANGES = Object.freeze({
   idleTimeoutMs: [0, MAX_TIMER_MS, 'milliseconds; 0 is off'],
   openTimeoutMs: [1, 10 * 60_000, 'milliseconds'],
   maxWindowBytes: [INITIAL_WINDOW, MAX_WINDOW, 'bytes'],
+  maxSessionWindowBytes: [INITIAL_WINDOW, 1_073_741_824, 'bytes'],
   // Below one full frame the backend would be paused after every chunk.
   maxTransportBufferedBytes: [MAX_FRAME_BYTES, 256 * 1_048_576, 'bytes'],
   keepaliveIntervalMs: [0, MAX_TIMER_MS, 'milliseconds; 0 is off'],
@@ -135,6 +143,7 @@ export const limitsConfigSchema = z.strictObject(
     idleTimeoutMs: limitSchema('idleTimeoutMs'),
     openTimeoutMs: limitSchema('openTimeoutMs'),
     maxWindowBytes: limitSchema('maxWindowBytes'),
+    maxSessionWindowBytes: limitSchema('maxSessionWindowBytes'),
     maxTransportBufferedBytes: limitSchema('maxTransportBufferedBytes'),
     keepaliveIntervalMs: limitSchema('keepaliveIntervalMs'),
     keepaliveTimeoutMs: limitSchema('keepaliveTimeoutMs'),

@@ -30,6 +30,8 @@ export interface MuxLimits {
   maxStreamsPerSession: number;
   /** Largest receive window per stream, in bytes (INITIAL_WINDOW..MAX_WINDOW; engine default 4 MiB). */
   maxWindowBytes?: number;
+  /** All streams' receive windows together, in bytes (PROTOCOL 5.7; engine default 4 x maxWindowBytes). */
+  maxSessionWindowBytes?: number;
   /** Stop sending DATA while the WebSocket holds more than this many bytes not yet sent (engine default 1 MiB). */
   maxTransportBufferedBytes?: number;
   /** Raw mode's message limit; mux sessions use the tighter MAX_FRAME_BYTES instead (PROTOCOL 1.4). */
@@ -249,6 +251,7 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): Mux
     role: 'server',
     transport,
     maxWindowBytes: limits.maxWindowBytes,
+    maxSessionWindowBytes: limits.maxSessionWindowBytes,
     maxTransportBufferedBytes: maxBuffered,
     maxIncomingStreams: limits.maxStreamsPerSession,
     admitOpen: opens ? admitOpen : undefined,

@@ -73,13 +73,21 @@ export class ReceiveWindow {
   /**
    * Record n bytes consumed. Returns the WINDOW to send once half the window has been consumed since the last
    * one (PROTOCOL 5.5), else undefined. With a known round-trip time, a half window consumed within one RTT
-   * (a whole window within two) doubles the window, up to maxWindow.
+   * (a whole window within two) doubles the window, up to maxWindow and `ceiling`.
+   *
+   * `ceiling` is this stream's share of a session-wide budget (PROTOCOL 5.7): a window above it halves at each
+   * update until it fits (never below INITIAL_WINDOW), so streams that grew while they were alone give the room
+   * back when others start. Halving keeps the limit from decreasing: at least half a window was consumed since it
+   * was granted.
    */
-  consume(n: number, now: number, rttMs: number | undefined): WindowUpdate | undefined {
+  consume(n: number, now: number, rttMs: number | undefined, ceiling: number = this.maxWindow): WindowUpdate | undefined {
     this.consumed = Math.min(this.consumed + n, this.received);
     if (this.consumed - this.advertisedConsumed < this.window / 2) return undefined;
-    if (rttMs !== undefined && now - this.lastUpdateAt < rttMs && this.window < this.maxWindow) {
-      this.window = Math.min(this.window * 2, this.maxWindow);
+    const cap = Math.max(INITIAL_WINDOW, Math.floor(Math.min(ceiling, this.maxWindow)));
+    if (this.window > cap) {
+      this.window = Math.max(cap, Math.floor(this.window / 2));
+    } else if (rttMs !== undefined && now - this.lastUpdateAt < rttMs && this.window < cap) {
+      this.window = Math.min(this.window * 2, cap);
     }
     this.lastUpdateAt = now;
     this.advertisedConsumed = this.consumed;

@@ -11,6 +11,7 @@ import {
   CRITICAL_OPTION_BIT,
   FrameType,
   HEADER_BYTES,
+  INITIAL_WINDOW,
   MAX_DATA_PAYLOAD,
   MAX_STREAM_ID,
   PING_PAYLOAD_BYTES,
@@ -54,6 +55,13 @@ export interface SessionOptions {
   transport: Transport;
   /** Largest receive window per stream, in bytes (auto-tuning grows toward it). Default 4 MiB. */
   maxWindowBytes?: number;
+  /**
+   * The receive windows of all streams together, in bytes (PROTOCOL 5.7): a stream's window grows only up to its
+   * share, this over the number of open streams, and never below INITIAL_WINDOW. It keeps a session's streams
+   * even (a stream that grew first cannot hold more than its share of the link) and bounds what the session
+   * may hold for slow readers. Default 4 x maxWindowBytes (16 MiB).
+   */
+  maxSessionWindowBytes?: number;
   /** Stop sending DATA while the transport holds more than this, in bytes. Default 1 MiB. */
   maxTransportBufferedBytes?: number;
   /**
@@ -191,7 +199,7 @@ export class Stream {
   /** Report n bytes from onData as consumed; sends WINDOW when due (PROTOCOL 5.5). */
   consume(n: number): void {
     if (this.state === 'closed' || n <= 0) return;
-    const update = this.window.consume(n, this.session.now(), this.session.rtt);
+    const update = this.window.consume(n, this.session.now(), this.session.rtt, this.session.windowShare);
     // After the peer's FIN no more DATA comes, so credit would be wasted bytes on the wire.
     if (update && !this.remoteEnded) {
       this.session.sendControl(encodeWindow(this.id, update.consumed, update.window));
@@ -242,6 +250,7 @@ export class Session {
   private readonly transport: Transport;
   private readonly streams = new Map<number, Stream>();
   private readonly maxWindow: number;
+  private readonly sessionWindow: number;
   private readonly maxBuffered: number;
   private readonly maxBacklog: number;
   private readonly maxIncoming: number;
@@ -265,6 +274,8 @@ export class Session {
     this.role = opts.role;
     this.transport = opts.transport;
     this.maxWindow = opts.maxWindowBytes ?? 4 * 1024 * 1024;
+    this.sessionWindow = opts.maxSessionWindowBytes ?? 4 * this.maxWindow;
+    if (!(this.sessionWindow >= INITIAL_WINDOW)) throw new RangeError(`maxSessionWindowBytes ${this.sessionWindow} below ${INITIAL_WINDOW}`);
     this.maxBuffered = opts.maxTransportBufferedBytes ?? 1024 * 1024;
     this.maxBacklog = opts.maxTransportBacklogBytes ?? 16 * 1024 * 1024;
     this.maxIncoming = opts.maxIncomingStreams ?? 1024;
@@ -277,6 +288,11 @@ export class Session {
 
   get streamCount(): number {
     return this.streams.size;
+  }
+
+  /** @internal The most one stream's receive window may grow to now (PROTOCOL 5.7). */
+  get windowShare(): number {
+    return this.sessionWindow / Math.max(1, this.streams.size);
   }
 
   /** Open a stream to a route (PROTOCOL 4.2). Throws SockgateError when the session cannot open one. */

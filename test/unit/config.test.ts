@@ -57,6 +57,7 @@ describe('resolveConfig: defaults', () => {
         'maxStreamsPerSession',
         'maxTransportBufferedBytes',
         'maxWindowBytes',
+        'maxSessionWindowBytes',
         'openTimeoutMs',
         'opensBurst',
         'opensPerSecond',

@@ -130,6 +130,38 @@ describe('ReceiveWindow', () => {
     }
   });
 
+  it('grows only up to its share of the session budget (5.7)', () => {
+    const w = new ReceiveWindow(MAX_WINDOW);
+    let now = 0;
+    const windows: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      w.receive(w.window / 2);
+      windows.push(w.consume(w.window / 2, now, 10, 3 * INITIAL_WINDOW)!.window);
+      now += 1;
+    }
+    // Doubling stops at the share, which need not be a power of two.
+    expect(windows).toEqual([INITIAL_WINDOW, 2 * INITIAL_WINDOW, 3 * INITIAL_WINDOW, 3 * INITIAL_WINDOW, 3 * INITIAL_WINDOW, 3 * INITIAL_WINDOW, 3 * INITIAL_WINDOW, 3 * INITIAL_WINDOW]);
+  });
+
+  it('gives room back when its share falls: halves at each update down to the share, never below INITIAL_WINDOW (5.7)', () => {
+    const w = new ReceiveWindow(MAX_WINDOW);
+    let now = 0;
+    const cycle = (ceiling: number): number => {
+      const limit = w.limit;
+      w.receive(w.window / 2);
+      const update = w.consume(w.window / 2, now++, 10, ceiling)!;
+      // The limit never decreases (5.2): a sender would reject the WINDOW otherwise.
+      expect(update.consumed + update.window).toBeGreaterThanOrEqual(limit);
+      return update.window;
+    };
+    for (let i = 0; i < 8; i++) cycle(MAX_WINDOW);
+    expect(w.window).toBe(MAX_WINDOW);
+    // 100 streams now share 16 MiB: each one's share is below INITIAL_WINDOW, so the floor applies.
+    const shrinking = Array.from({ length: 8 }, () => cycle((16 * 1024 * 1024) / 100));
+    expect(shrinking).toEqual([MAX_WINDOW / 2, MAX_WINDOW / 4, MAX_WINDOW / 8, MAX_WINDOW / 16, MAX_WINDOW / 32, MAX_WINDOW / 64, INITIAL_WINDOW, INITIAL_WINDOW]);
+    expect(w.held).toBeLessThanOrEqual(w.window);
+  });
+
   it('with the default maxWindow it never grows', () => {
     const w = new ReceiveWindow();
     for (let i = 0; i < 5; i++) {
@@ -140,10 +172,13 @@ describe('ReceiveWindow', () => {
 });
 
 describe('sender and receiver together (property)', () => {
-  type Step = { kind: 'send'; n: number } | { kind: 'consume'; n: number } | { kind: 'tick'; ms: number };
+  type Step = { kind: 'send'; n: number } | { kind: 'consume'; n: number; ceiling: number } | { kind: 'tick'; ms: number };
   const step: fc.Arbitrary<Step> = fc.oneof(
     fc.integer({ min: 1, max: 65_536 }).map((n) => ({ kind: 'send' as const, n })),
-    fc.integer({ min: 1, max: 200_000 }).map((n) => ({ kind: 'consume' as const, n })),
+    // The session's share for this stream changes as streams come and go (5.7), to any value, even below the floor.
+    fc
+      .record({ n: fc.integer({ min: 1, max: 200_000 }), ceiling: fc.integer({ min: 1, max: 2 * MAX_WINDOW }) })
+      .map(({ n, ceiling }) => ({ kind: 'consume' as const, n, ceiling })),
     fc.integer({ min: 0, max: 50 }).map((ms) => ({ kind: 'tick' as const, ms })),
   );
 
@@ -167,7 +202,7 @@ describe('sender and receiver together (property)', () => {
               send.take(n);
               expect(recv.receive(n)).toBe(true);
             } else {
-              const update = recv.consume(s.n, now, rtt);
+              const update = recv.consume(s.n, now, rtt, s.ceiling);
               if (update) expect(send.update(update.consumed, update.window)).toBeUndefined();
             }
             expect(recv.limit).toBeGreaterThanOrEqual(lastLimit);

@@ -29,6 +29,7 @@ describe('LIMIT_DEFAULTS and resolveLimits', () => {
       idleTimeoutMs: 0,
       openTimeoutMs: 10_000,
       maxWindowBytes: 4_194_304,
+      maxSessionWindowBytes: 16_777_216,
       maxTransportBufferedBytes: 1_048_576,
       keepaliveIntervalMs: 30_000,
       keepaliveTimeoutMs: 10_000,

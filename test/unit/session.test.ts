@@ -578,6 +578,51 @@ describe('flow control in the session (PROTOCOL 5)', () => {
   });
 });
 
+describe('session window budget (5.7)', () => {
+  it("a stream's window grows only to its share of maxSessionWindowBytes, and grows again when others close", async () => {
+    let clock = 0;
+    const now = () => clock;
+    const served: Stream[] = [];
+    const pair = sessionPair(
+      { now, maxWindowBytes: 4 * INITIAL_WINDOW, maxSessionWindowBytes: 4 * INITIAL_WINDOW },
+      {
+        now,
+        onStream(s) {
+          served.push(s);
+          s.accept();
+        },
+      },
+    );
+    const streams = ['a', 'b', 'c', 'd'].map((r) => pair.client.open(r));
+    for (const c of streams) c.onData = (chunk) => c.consume(chunk.length);
+    const rtt = pair.client.ping();
+    clock = 5;
+    await pair.settle();
+    expect(await rtt).toBe(5);
+    const windowsOf1 = () =>
+      pair
+        .frames('client')
+        .filter((f) => f.type === FrameType.WINDOW && f.streamId === 1)
+        .map((f) => (f as { window: number }).window);
+    // Four streams open, a budget of four initial windows: stream 1 stays at INITIAL_WINDOW however fast it reads.
+    served[0]!.write(bytes(4 * INITIAL_WINDOW));
+    await pair.settle();
+    expect(windowsOf1().length).toBeGreaterThan(2);
+    expect(Math.max(...windowsOf1())).toBe(INITIAL_WINDOW);
+    // Alone, it has the whole budget.
+    for (const c of streams.slice(1)) c.reset();
+    await pair.settle();
+    served[0]!.write(bytes(8 * INITIAL_WINDOW));
+    await pair.settle();
+    expect(Math.max(...windowsOf1())).toBe(4 * INITIAL_WINDOW);
+    expect(served[0]!.bufferedAmount).toBe(0);
+  });
+
+  it('refuses a budget below INITIAL_WINDOW', () => {
+    expect(() => sessionPair({ maxSessionWindowBytes: INITIAL_WINDOW - 1 })).toThrow(RangeError);
+  });
+});
+
 describe('transport backpressure', () => {
   it('sends no DATA while the transport holds too much, then drains round-robin, two streams alternating', async () => {
     const pair = sessionPair({ maxTransportBufferedBytes: 1000 }, { onStream: (s) => s.accept() });
