@@ -191,52 +191,80 @@ async function idle({ target, count, concurrency }) {
 // ---- many transfers at once: streams on one mux session, or separate connections for the other relays ----------
 
 /**
- * `streams` concurrent downloads, each of bytes/streams but at least 2 MiB (so that every stream outlives the
- * initial window): on one SDK session for mux, else as that many separate connections (the baseline: how evenly
- * the backend and the kernel share among independent connections). Aggregate: all bytes over the time until the
- * last one finished. Fairness: the slowest transfer's bytes over the fastest's while all of them run, from the
- * moment every one has received data to the moment the first one finishes (1 = perfectly even).
+ * `streams` concurrent downloads: on one SDK session for mux, else as that many separate connections (the
+ * baseline: how evenly the backend and the kernel share among independent connections). Two phases:
+ * - aggregate: each transfer moves bytes/streams (at least 2 MiB, so every stream outlives the initial window);
+ *   all bytes over the time until the last one finished;
+ * - fairness (more than one stream): every transfer asks for more than it will get; once all of them have data
+ *   and `settleMs` has passed, each one's bytes over the next `fairMs` are counted: the slowest over the fastest
+ *   (1 = perfectly even). A window of steady state, not "until the first one finishes", which early finishers cut
+ *   to a few dozen milliseconds.
  */
-async function parallel({ target, streams, bytes }) {
+async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 }) {
+  const each = Math.max(Math.floor(bytes / streams), 2 * 1024 * 1024);
+  const aggregate = await downloads(target, streams, each, async (all) => {
+    const t0 = performance.now();
+    await timeout(all.finished, 'parallel transfers');
+    return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
+  });
+  if (streams === 1) return { aggregate, fairness: 1 };
+  const fairness = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
+    await timeout(all.started, 'parallel transfers starting');
+    await new Promise((r) => setTimeout(r, settleMs));
+    const before = [...all.got];
+    await new Promise((r) => setTimeout(r, fairMs));
+    all.check();
+    const moved = all.got.map((n, i) => n - before[i]);
+    return Math.min(...moved) / Math.max(...moved);
+  });
+  return { aggregate, fairness };
+}
+
+/**
+ * Open `streams` downloads of `each` pattern bytes, start them all, and run `measure` with
+ * { got, started, finished, check() }: bytes received per transfer so far, promises for "every one has data" and
+ * "every one is complete", and a throw if any byte was wrong. Closes everything afterwards.
+ */
+async function downloads(target, streams, each, measure) {
   const { loadSdk, muxConn } = await import('./conns.mjs');
   const session = target.kind === 'mux' ? await (await loadSdk(target.dist)).openSession(target.url) : undefined;
-  const each = Math.max(Math.floor(bytes / streams), 2 * 1024 * 1024);
   const conns = await Promise.all(
     Array.from({ length: streams }, () => (session ? muxConn(target.url, 'source', { session }) : openConn(target, 'source'))),
   );
   const got = new Array(streams).fill(0);
-  let started = 0;
-  let allStarted;
-  let firstDone;
+  let error;
+  let startedCount = 0;
+  let markStarted;
+  const started = new Promise((r) => (markStarted = r));
   const finishes = conns.map(
     (conn, i) =>
       new Promise((resolve, reject) => {
         const check = new PatternCheck();
         conn.onData((d) => {
-          if (got[i] === 0 && ++started === streams) allStarted = { at: performance.now(), got: [...got] };
+          if (got[i] === 0 && ++startedCount === streams) markStarted();
           check.update(d);
           got[i] += d.length;
-          if (check.error) reject(new Error(`stream ${i}: ${check.error}`));
-          else if (got[i] >= each) {
-            firstDone ??= { at: performance.now(), got: [...got] };
-            resolve();
-          }
+          if (check.error) reject((error = new Error(`transfer ${i}: ${check.error}`)));
+          else if (got[i] >= each) resolve();
         });
       }),
   );
-  const t0 = performance.now();
-  for (const conn of conns) await conn.write(lengthHeader(each));
-  await timeout(Promise.all(finishes), 'parallel transfers');
-  const ms = performance.now() - t0;
-  if (session) await session.close().catch(() => {});
-  else for (const conn of conns) conn.close();
-  // With one stream there is nothing to compare; when one finished before the last one started, no overlap: null.
-  let fairness = streams === 1 ? 1 : null;
-  if (streams > 1 && allStarted && allStarted.at < firstDone.at) {
-    const moved = firstDone.got.map((n, i) => n - allStarted.got[i]);
-    fairness = Math.min(...moved) / Math.max(...moved);
+  const finished = Promise.all(finishes);
+  finished.catch(() => {});
+  try {
+    for (const conn of conns) await conn.write(lengthHeader(each));
+    return await measure({
+      got,
+      started,
+      finished,
+      check() {
+        if (error) throw error;
+      },
+    });
+  } finally {
+    if (session) await session.close().catch(() => {});
+    else for (const conn of conns) conn.close();
   }
-  return { aggregate: (each * streams) / 1e6 / (ms / 1000), fairness };
 }
 
 const tasks = { throughput, setup, idle, parallel };
