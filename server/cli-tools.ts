@@ -48,6 +48,10 @@ Options:
   -r, --route NAME         the route to reach
   -t, --token TOKEN        a client token; also --token-file or SOCKGATE_TOKEN
       --token-file FILE    read the token from FILE
+      --opens-per-second N new streams opened per second at most (default 100, the gateway's default limit);
+                           set it to the gateway's opensPerSecond when that is lower
+      --opens-burst N      new streams opened at once after a quiet spell (default 200, the gateway's
+                           default opensBurst); connections beyond wait their turn
       --log-level LEVEL    debug, info (default), warn, error
   -h, --help               show this help`,
   connect: `Usage: sockgate connect --gateway URL --route NAME [--token TOKEN]
@@ -155,7 +159,14 @@ async function forwardCommand(argv: string[]): Promise<number> {
   const { values } = usage(() =>
     parseArgs({
       args: argv,
-      options: { ...common, listen: { type: 'string', short: 'l' }, route: { type: 'string', short: 'r' }, 'log-level': { type: 'string' } },
+      options: {
+        ...common,
+        listen: { type: 'string', short: 'l' },
+        route: { type: 'string', short: 'r' },
+        'opens-per-second': { type: 'string' },
+        'opens-burst': { type: 'string' },
+        'log-level': { type: 'string' },
+      },
     }),
   );
   if (values.help) return help('forward');
@@ -168,7 +179,9 @@ async function forwardCommand(argv: string[]): Promise<number> {
   if ('host' in listen && !isLoopbackHost(listen.host)) {
     log.warn({ listen: values.listen }, 'listening beyond loopback: anyone who can reach this address uses the route with this token');
   }
-  const handle = await startForward({ gateway, token, route, listen, log, connectTimeoutMs: CONNECT_TIMEOUT_MS }).catch((err: unknown) => {
+  const opensPerSecond = positive(values['opens-per-second'], '--opens-per-second', false);
+  const opensBurst = positive(values['opens-burst'], '--opens-burst', true);
+  const handle = await startForward({ gateway, token, route, listen, log, opensPerSecond, opensBurst, connectTimeoutMs: CONNECT_TIMEOUT_MS }).catch((err: unknown) => {
     const code = (err as NodeJS.ErrnoException).code;
     const where = 'path' in listen ? listen.path : `${listen.host}:${listen.port}`;
     throw new Error(`cannot listen on ${where}: ${code === 'EADDRINUSE' ? 'address in use' : describe(err)}`);
@@ -216,6 +229,16 @@ function onSignals(stop: () => Promise<void>): Promise<void> {
 function required(value: unknown, flag: string): string {
   if (typeof value !== 'string' || value === '') throw new UsageError(`${flag} is required`);
   return value;
+}
+
+/** A flag's positive number (a whole one when `integer`), or undefined when the flag is absent. */
+function positive(value: string | undefined, flag: string, integer: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!(Number.isFinite(n) && n > 0 && (!integer || Number.isInteger(n)))) {
+    throw new UsageError(`${flag} expects a positive ${integer ? 'whole ' : ''}number, got ${JSON.stringify(value)}`);
+  }
+  return n;
 }
 
 function logLevel(value: unknown): LogLevel {

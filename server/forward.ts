@@ -15,6 +15,7 @@ import { SockgateError } from '../shared/errors.js';
 import type { Stream } from '../shared/session.js';
 import { bridgeStream } from './bridge.js';
 import { dial, type Dialed } from './dial.js';
+import { TokenBucket } from './limits.js';
 import type { Logger } from './log.js';
 
 export interface GatewayDialOptions {
@@ -33,7 +34,22 @@ export interface ForwardOptions extends GatewayDialOptions {
   route: string;
   listen: ListenTarget;
   log: Logger;
+  /**
+   * OPENs sent per second at most, sustained, and at once after a quiet spell. Defaults: the gateway's default
+   * limits (`opensPerSecond` 100, `opensBurst` 200). Set them to the gateway's own when it is stricter: past its
+   * bucket it refuses OPENs, and a session that keeps sending them is closed (1008) with every connection on it.
+   */
+  opensPerSecond?: number;
+  opensBurst?: number;
 }
+
+/** The gateway's default OPEN rate limits (server/limits.ts), which the forwarder keeps to unless told otherwise. */
+export const FORWARD_OPENS_PER_SECOND = 100;
+export const FORWARD_OPENS_BURST = 200;
+/** The share of the OPEN limits the forwarder uses: the rest absorbs jitter between the two buckets. */
+const OPENS_MARGIN = 0.9;
+/** Local connections waiting for their turn to open a stream; more are closed at once. */
+export const MAX_WAITING_CONNECTIONS = 1024;
 
 export interface ForwardHandle {
   /** The bound address: `{ host, port }` with the real port, or `{ path }`. */
@@ -42,6 +58,8 @@ export interface ForwardHandle {
   readonly connections: number;
   /** Mux sessions opened so far (the first, and one per reopening after a loss). */
   readonly sessionsOpened: number;
+  /** Local connections accepted and waiting for their turn to open a stream (opensPerSecond). */
+  readonly waiting: number;
   /** Stop listening, end open connections and the session. */
   close(): Promise<void>;
 }
@@ -53,6 +71,8 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
   const locals = new Set<net.Socket>();
   let sessionsOpened = 0;
   let current: Promise<Dialed> | undefined;
+  /** The shared session once open, until it closes. */
+  let ready: Dialed | undefined;
   let closing = false;
 
   /** The shared session: the open one, the one being opened, or a new one. */
@@ -62,7 +82,9 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
       (dialed) => {
         sessionsOpened++;
         log.info({ url: dialed.url }, 'forward session open');
+        if (!closing) ready = dialed;
         dialed.closed.then(({ code, reason }) => {
+          if (ready === dialed) ready = undefined;
           if (current === opening) current = undefined; // the next connection opens a new one
           log.info({ code, reason }, 'forward session closed');
         });
@@ -78,22 +100,63 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
     return opening;
   };
 
+  // Every local connection costs an OPEN, and the gateway limits their rate per session: a burst of connections
+  // (a browser, a connection pool) waits here, paused, for a token rather than spend the gateway's bucket. Tokens
+  // are taken when the OPEN is sent, on an open session (not while it is being dialled, which would let them
+  // pile up), and at 90% of the gateway's limits, so that network jitter between two OPENs never crosses them.
+  const opens = new TokenBucket(
+    OPENS_MARGIN * (opts.opensPerSecond ?? FORWARD_OPENS_PER_SECOND),
+    Math.max(1, Math.floor(OPENS_MARGIN * (opts.opensBurst ?? FORWARD_OPENS_BURST))),
+  );
+  const waiting: net.Socket[] = [];
+  let pumpTimer: NodeJS.Timeout | undefined;
+  const pump = (): void => {
+    pumpTimer = undefined;
+    while (waiting.length > 0 && !closing) {
+      if (waiting[0]!.destroyed) {
+        waiting.shift(); // its client gave up while it waited
+        continue;
+      }
+      if (!ready) {
+        session().then(pump, (err: unknown) => {
+          // The gateway cannot be reached: every connection waiting now is closed (later ones dial again).
+          for (const socket of waiting.splice(0)) refuse(socket, err);
+        });
+        return;
+      }
+      if (!opens.take(performance.now())) {
+        pumpTimer = setTimeout(pump, Math.ceil(1000 / opens.ratePerSec));
+        return;
+      }
+      accept(ready, waiting.shift()!);
+    }
+  };
+
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
     locals.add(socket);
     socket.once('close', () => locals.delete(socket));
     socket.on('error', (err) => log.debug({ err }, 'local socket error'));
-    void accept(socket);
+    if (waiting.length >= MAX_WAITING_CONNECTIONS) {
+      log.warn({ waiting: waiting.length }, 'forward: too many connections waiting to open a stream; closing the new one');
+      socket.destroy();
+      return;
+    }
+    waiting.push(socket);
+    if (pumpTimer === undefined) pump();
   });
 
-  async function accept(socket: net.Socket): Promise<void> {
+  function refuse(socket: net.Socket, err: unknown): void {
+    const e = err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
+    log.warn({ err: e.code, reason: e.message }, 'forward: cannot open a stream; closing the local connection');
+    socket.destroy();
+  }
+
+  function accept(dialed: Dialed, socket: net.Socket): void {
     let stream: Stream;
     try {
-      const dialed = await session();
       stream = dialed.session.open(opts.route);
     } catch (err) {
-      const e = err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
-      log.warn({ err: e.code, reason: e.message }, 'forward: cannot open a stream; closing the local connection');
-      socket.destroy();
+      refuse(socket, err);
       return;
     }
     if (socket.destroyed) {
@@ -139,8 +202,13 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
     get sessionsOpened() {
       return sessionsOpened;
     },
+    get waiting() {
+      return waiting.length;
+    },
     async close() {
       closing = true;
+      clearTimeout(pumpTimer);
+      waiting.length = 0;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const socket of locals) socket.destroy();
       for (const socket of sockets) socket.destroy();

@@ -197,7 +197,7 @@ describe('sockgate agent', () => {
 describe('sockgate forward', () => {
   it('listens, forwards connections to a route, and exits 0 on SIGTERM', async () => {
     const gw = await gateway({ routes: { echo: { target: echo.target } } });
-    const f = spawnCli(['forward', '--gateway', gw.wsUrl, '--listen', '127.0.0.1:0', '--route', 'echo']);
+    const f = spawnCli(['forward', '--gateway', gw.wsUrl, '--listen', '127.0.0.1:0', '--route', 'echo', '--opens-per-second', '50', '--opens-burst', '1']);
     await waitFor(() => f.logs().some((l) => typeof l.listen === 'string'), 10_000, 'the forward to listen');
     const listen = f.logs().find((l) => typeof l.listen === 'string')!.listen as string;
     const port = Number(listen.split(':').at(-1));
@@ -217,6 +217,10 @@ describe('sockgate forward', () => {
     const busy = spawnCli(['forward', '--gateway', gw.wsUrl, '--listen', `127.0.0.1:${gw.port}`, '--route', 'echo']);
     expect(await within(busy.exited, 10_000, 'exit')).toBe(1);
     expect(oneLine(busy.stderr())).toBe(`sockgate forward: cannot listen on 127.0.0.1:${gw.port}: address in use`);
+
+    const badBurst = spawnCli(['forward', '--gateway', gw.wsUrl, '--listen', '127.0.0.1:0', '--route', 'echo', '--opens-burst', '1.5']);
+    expect(await within(badBurst.exited, 10_000, 'exit')).toBe(2);
+    expect(badBurst.stderr().toString()).toContain('--opens-burst expects a positive whole number, got "1.5"');
   });
 });
 

@@ -24,10 +24,11 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 
-async function gateway(routes: Record<string, string>, auth?: object): Promise<TestGateway> {
+async function gateway(routes: Record<string, string>, auth?: object, limits?: object): Promise<TestGateway> {
   const gw = await startGateway({
     routes: Object.fromEntries(Object.entries(routes).map(([name, target]) => [name, { target }])),
     ...(auth && { auth }),
+    ...(limits && { limits }),
   });
   cleanups.push(() => gw.close());
   return gw;
@@ -39,12 +40,18 @@ async function backend(handler: Parameters<typeof tcpBackend>[0]): Promise<Backe
   return b;
 }
 
-async function forward(gw: TestGateway, route: string, opts: { listen?: ListenTarget; token?: string } = {}): Promise<ForwardHandle> {
+async function forward(
+  gw: TestGateway,
+  route: string,
+  opts: { listen?: ListenTarget; token?: string; opensPerSecond?: number; opensBurst?: number } = {},
+): Promise<ForwardHandle> {
   const handle = await startForward({
     gateway: gw.wsUrl,
     route,
     listen: opts.listen ?? { host: '127.0.0.1', port: 0 },
     token: opts.token,
+    opensPerSecond: opts.opensPerSecond,
+    opensBurst: opts.opensBurst,
     connectTimeoutMs: 5000,
     log: createLogger({ level: 'silent' }),
   });
@@ -88,6 +95,25 @@ describe('sockgate forward', () => {
     expect(fwd.sessionsOpened).toBe(1);
     expect(echo.accepted).toHaveLength(20);
     await waitFor(() => echo.connections.size === 0 && fwd.connections === 0, 5000, 'connections released');
+  });
+
+  it("paces its OPENs to the gateway's rate limit: a burst of local connections waits instead of getting the session closed", async () => {
+    const echo = await backend(echoHandler);
+    // A strict gateway: 10 OPENs at once, then 40 a second; a session that keeps opening past that is closed (1008).
+    const limits = { opensPerSecond: 40, opensBurst: 10 };
+    const gw = await gateway({ echo: echo.target }, undefined, limits);
+    const fwd = await forward(gw, 'echo', limits);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, async (_, i) => {
+        const payload = Buffer.from(`connection ${i}`);
+        const back = await roundTrip(fwd.address, payload).catch((err: Error) => Buffer.from(`failed: ${err.message}`));
+        return back.equals(payload);
+      }),
+    );
+    expect(results.filter((ok) => !ok).length).toBe(0);
+    expect(fwd.sessionsOpened).toBe(1);
+    expect(echo.accepted).toHaveLength(50);
+    expect(fwd.waiting).toBe(0);
   });
 
   it('half-closes both ways: the backend sees EOF and answers after it; its EOF ends the local socket', async () => {
