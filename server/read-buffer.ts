@@ -7,7 +7,8 @@
  * Instead every backend socket reads into ONE shared buffer (`net.connect({ onread })`): libuv fills it and
  * calls back synchronously, so no two sockets ever see it at once. The callback copies the bytes out at once,
  * into a recycled buffer from a small process-wide pool when the read was large, or into an exact-size buffer
- * when it was small (a few keystrokes must not pin 256 KiB). The copy costs far less than the allocation did.
+ * when it was small (a few keystrokes must not pin 256 KiB). The copy costs far less than the allocation did,
+ * and a socket in a bulk transfer skips it: it reads straight into recycled buffers (pooledReads).
  * Mux streams skip even that copy: the engine copies each read straight into DATA frames and keeps a copy only
  * of what must wait for credit (Stream.write(chunk, borrowed), shared/session.ts).
  */
@@ -38,22 +39,28 @@ const readPool = new BufferPool(READ_BUFFER_BYTES, MAX_POOLED_BUFFERS);
 /** release() of a chunk that owns its memory: nothing to give back. */
 export const ownMemory = (): void => {};
 
+/** A chunk that owns a pooled buffer: its first n bytes. */
+function pooledChunk(memory: Uint8Array, n: number): ReadChunk {
+  let owned: Uint8Array | undefined = memory;
+  return {
+    bytes: memory.subarray(0, n),
+    held: READ_BUFFER_BYTES,
+    release() {
+      if (owned) readPool.give(owned);
+      owned = undefined;
+    },
+  };
+}
+
 function copyOut(buf: Uint8Array, n: number): ReadChunk {
   if (n < SMALL_READ_BYTES) {
     const bytes = Buffer.allocUnsafe(n);
     bytes.set(buf.subarray(0, n));
     return { bytes, held: n, release: ownMemory };
   }
-  let memory: Uint8Array | undefined = readPool.take();
+  const memory = readPool.take();
   memory.set(buf.subarray(0, n));
-  return {
-    bytes: memory.subarray(0, n),
-    held: READ_BUFFER_BYTES,
-    release() {
-      if (memory) readPool.give(memory);
-      memory = undefined;
-    },
-  };
+  return pooledChunk(memory, n);
 }
 
 /**
@@ -68,7 +75,28 @@ export function sharedReadBuffer(): Buffer {
 /**
  * The `onread` option for net.connect(): each read is handed to `onChunk` as a ReadChunk; `onChunk` returning
  * false pauses the socket (resume() it to read again), exactly as returning false from `onread.callback` does.
+ *
+ * A socket reads into the shared buffer until a read brings SMALL_READ_BYTES or more (a bulk transfer): from
+ * then on each read goes straight into a pooled buffer of its own, which the chunk takes along (no copy at all),
+ * and the socket gets a fresh one for its next read (Node asks `buffer()` after every read). A smaller read puts
+ * the socket back on the shared buffer, so an idle or interactive socket never pins 256 KiB; a paused bulk
+ * socket pins one.
  */
 export function pooledReads(onChunk: (chunk: ReadChunk) => boolean): OnReadOpts {
-  return { buffer: sharedReadBuffer(), callback: (n, buf) => onChunk(copyOut(buf, n)) };
+  let next: Uint8Array = sharedReadBuffer();
+  return {
+    buffer: () => next,
+    callback: (n, buf) => {
+      let chunk: ReadChunk;
+      if (n >= SMALL_READ_BYTES) {
+        chunk = buf === shared ? copyOut(buf, n) : pooledChunk(buf, n);
+        next = readPool.take();
+      } else {
+        chunk = copyOut(buf, n);
+        if (buf !== shared) readPool.give(buf);
+        next = sharedReadBuffer();
+      }
+      return onChunk(chunk);
+    },
+  };
 }
