@@ -8,12 +8,14 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { SockgateError } from '../shared/errors.js';
 import { parseAgentServices } from './agent-registry.js';
 import { bearerChallenge, createAgentAuthenticator, createAuthenticator, extractCredential, type AgentPrincipal, type Principal } from './auth.js';
 import { isLoopbackHost, type GatewayConfig } from './config.js';
 import { ConnectionCounter, type Release } from './limits.js';
 import { createOriginPolicy } from './origin.js';
+import { sendError } from './ws-util.js';
 
 /** An agent's upgrade that may go ahead (PROTOCOL 11.3): which agent, what it registers, and its session slot. */
 export interface AdmittedAgent {
@@ -76,6 +78,41 @@ export interface Admission {
   checkAgent(credential: string, services: readonly string[]): SockgateError | undefined;
   /** Sessions holding a slot now (for tests and metrics). */
   readonly sessions: number;
+}
+
+/**
+ * The admission step of every gateway upgrade (raw, mux, agents), from a preValidation hook: refused while the
+ * gateway drains (503, `Connection: close`), then `admit`; a refusal is reported (onRefused, one log line that
+ * never holds the credential) and answered with its status, headers and `{ code, message }`; an admission is
+ * kept for the WebSocket handler (holdAdmitted). Returns the reply when the upgrade was refused.
+ */
+export async function admitUpgrade<T extends { readonly ok: true; readonly release: Release }>(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  opts: {
+    /** Refuse every upgrade now with this error (draining), or undefined. */
+    refusal: SockgateError | undefined;
+    admit(): Promise<T | Refused>;
+    admitted: WeakMap<IncomingMessage, T>;
+    onRefused(err: SockgateError): void;
+    /** The refusal's log line, and fields it adds (never the credential). */
+    logMessage: string;
+    logFields?: Record<string, unknown>;
+  },
+): Promise<FastifyReply | undefined> {
+  if (opts.refusal) {
+    opts.onRefused(opts.refusal);
+    return sendError(reply.header('connection', 'close'), 503, opts.refusal);
+  }
+  const result = await opts.admit();
+  if (!result.ok) {
+    opts.onRefused(result.error);
+    req.log.info({ err: result.error.code, reason: result.error.message, remote: req.ip, ...opts.logFields }, opts.logMessage);
+    for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
+    return sendError(reply, result.status, result.error);
+  }
+  holdAdmitted(opts.admitted, req.raw, result);
+  return undefined;
 }
 
 /**

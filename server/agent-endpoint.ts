@@ -14,7 +14,7 @@ import type { WebSocket } from 'ws';
 import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session } from '../shared/session.js';
-import { holdAdmitted, type AdmittedAgent, type Admission } from './admission.js';
+import { admitUpgrade, type AdmittedAgent, type Admission } from './admission.js';
 import type { AgentLink, AgentRegistry } from './agent-registry.js';
 import type { GatewayLimits } from './config.js';
 import { startKeepalive, terminateAfter } from './keepalive.js';
@@ -50,20 +50,13 @@ export function registerAgentEndpoint(app: FastifyInstance, opts: AgentEndpointO
         if (!offeredSubprotocols(req.raw).has(SUBPROTOCOL)) {
           return sendError(reply, 400, new SockgateError('SOCKGATE_ERR_PROTOCOL', `offer the WebSocket subprotocol ${SUBPROTOCOL} (PROTOCOL 1.2)`));
         }
-        const refusal = opts.refuse?.();
-        if (refusal) {
-          opts.onRefused?.(refusal);
-          return sendError(reply.header('connection', 'close'), 503, refusal);
-        }
-        const result = await opts.admission().admitAgent(req.raw, req.ip);
-        if (!result.ok) {
-          opts.onRefused?.(result.error);
-          req.log.info({ err: result.error.code, reason: result.error.message, remote: req.ip }, 'agent refused');
-          for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
-          return sendError(reply, result.status, result.error);
-        }
-        holdAdmitted(admitted, req.raw, result);
-        return undefined;
+        return admitUpgrade(req, reply, {
+          refusal: opts.refuse?.(),
+          admit: () => opts.admission().admitAgent(req.raw, req.ip),
+          admitted,
+          onRefused: (err) => opts.onRefused?.(err),
+          logMessage: 'agent refused',
+        });
       },
     },
     (socket, req) => {

@@ -35,7 +35,7 @@ import { handleMuxSession, type MuxContext } from './mux.js';
 import { Operations } from './ops.js';
 import { handleRawConnection, type RawContext } from './raw.js';
 import { LiveConfig, type LiveAdmitted } from './reload.js';
-import { holdAdmitted } from './admission.js';
+import { admitUpgrade } from './admission.js';
 import type { Target } from './routes.js';
 import { offeredSubprotocols, sendError } from './ws-util.js';
 
@@ -148,21 +148,14 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
   async function gate(req: FastifyRequest, reply: FastifyReply, route?: string): Promise<FastifyReply | undefined> {
     // A plain GET (no upgrade) is answered 404 by @fastify/websocket and never becomes a session.
     if (!req.ws) return undefined;
-    const draining = ops.refuseWhileDraining();
-    if (draining) {
-      ops.metrics.upgradeRefused(draining.code);
-      return sendError(reply.header('connection', 'close'), 503, draining);
-    }
-    const result = await live.admit(req.raw, req.ip, route);
-    if (!result.ok) {
-      ops.metrics.upgradeRefused(result.error.code);
-      const { code, message } = result.error;
-      req.log.info({ err: code, reason: message, remote: req.ip, ...(route !== undefined && { raw: clip(route) }) }, 'upgrade refused');
-      for (const [name, value] of Object.entries(result.headers ?? {})) reply.header(name, value);
-      return sendError(reply, result.status, result.error);
-    }
-    holdAdmitted(admitted, req.raw, result);
-    return undefined;
+    return admitUpgrade(req, reply, {
+      refusal: ops.refuseWhileDraining(),
+      admit: () => live.admit(req.raw, req.ip, route),
+      admitted,
+      onRefused: (err) => ops.metrics.upgradeRefused(err.code),
+      logMessage: 'upgrade refused',
+      logFields: route !== undefined ? { raw: clip(route) } : undefined,
+    });
   }
 
   /**
