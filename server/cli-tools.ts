@@ -1,6 +1,6 @@
 /**
  * `sockgate agent`, `sockgate forward` and `sockgate connect`: thin shells around server/agent.ts and
- * server/forward.ts, dispatched from server/cli.ts. Failures are one line on stderr and a non-zero exit:
+ * server/forward.ts, dispatched from server/cli-main.ts. Failures are one line on stderr and a non-zero exit:
  * 1 for a runtime failure (refused, replaced, cannot listen, the stream failed), 2 for a bad command line.
  */
 import { readFileSync } from 'node:fs';

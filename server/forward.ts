@@ -3,7 +3,8 @@
  * were a local socket.
  *
  * - `startForward` listens on a local TCP address or Unix socket; each accepted connection becomes a stream on one
- *   shared mux session, opened when the first connection needs it and reopened, lazily, after it is lost.
+ *   shared mux session, opened when the first connection needs it and reopened, lazily, after it is lost. OPENs
+ *   are paced to the gateway's rate limit; connections beyond it wait, paused, for their turn.
  * - `connectStdio` bridges stdin/stdout to one stream (`ssh -o ProxyCommand='sockgate connect ...'`).
  *
  * Both run the shared engine over the gateway's WsTransport (server/dial.ts) and the same stream bridge as the
