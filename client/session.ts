@@ -44,9 +44,9 @@ export interface OpenSessionOptions {
   /** Largest receive window per socket, in bytes (INITIAL_WINDOW..MAX_WINDOW); bounds memory per socket. Default 4 MiB. */
   maxWindowBytes?: number;
   /**
-   * All sockets' receive windows together, in bytes (at least INITIAL_WINDOW): a socket's window grows only to
-   * its share, this over the sockets open, never below 256 KiB (PROTOCOL 5.7). Keeps sockets that share a
-   * session even. Default 4 x maxWindowBytes (16 MiB).
+   * The receive windows of the sockets receiving data, together, in bytes (at least INITIAL_WINDOW): a socket's
+   * window grows only to its share, this over the sockets that received data in the last second, never below
+   * 256 KiB (PROTOCOL 5.7). Keeps busy sockets of one session even. Default 4 x maxWindowBytes (16 MiB).
    */
   maxSessionWindowBytes?: number;
   /**

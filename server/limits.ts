@@ -59,10 +59,10 @@ export const LIMIT_DEFAULTS = Object.freeze({
    */
   maxWindowBytes: 4_194_304,
   /**
-   * The receive windows of all streams of one mux session together, in bytes (16 MiB; at least INITIAL_WINDOW):
-   * each stream's window grows only to its share, this over the streams open (never below INITIAL_WINDOW),
-   * PROTOCOL 5.7. Keeps a session's streams even, and bounds what the gateway holds for one session to about
-   * max(this, streams x 256 KiB) rather than streams x maxWindowBytes.
+   * The receive windows of one mux session's streams that are receiving data, together, in bytes (16 MiB; at
+   * least INITIAL_WINDOW): each one's window grows only to its share, this over the streams that received DATA
+   * in the last second (never below INITIAL_WINDOW), PROTOCOL 5.7. Keeps a session's busy streams even; a
+   * stream that is busy alone still grows to maxWindowBytes.
    */
   maxSessionWindowBytes: 16_777_216,
   /**

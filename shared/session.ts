@@ -56,10 +56,10 @@ export interface SessionOptions {
   /** Largest receive window per stream, in bytes (auto-tuning grows toward it). Default 4 MiB. */
   maxWindowBytes?: number;
   /**
-   * The receive windows of all streams together, in bytes (PROTOCOL 5.7): a stream's window grows only up to its
-   * share, this over the number of open streams, and never below INITIAL_WINDOW. It keeps a session's streams
-   * even (a stream that grew first cannot hold more than its share of the link) and bounds what the session
-   * may hold for slow readers. Default 4 x maxWindowBytes (16 MiB).
+   * The receive windows of the streams receiving data, together, in bytes (PROTOCOL 5.7): a stream's window grows
+   * only up to its share, this over the streams that received DATA in the last second, and never below
+   * INITIAL_WINDOW. It keeps a session's busy streams even: a stream that grew first cannot keep more than its
+   * share of the link. Default 4 x maxWindowBytes (16 MiB).
    */
   maxSessionWindowBytes?: number;
   /** Stop sending DATA while the transport holds more than this, in bytes. Default 1 MiB. */
@@ -102,6 +102,11 @@ export interface SessionOptions {
 
 type StreamState = 'opening' | 'accepting' | 'open' | 'closed';
 
+/** A stream shares the window budget while DATA reached it within this long, in milliseconds (PROTOCOL 5.7). */
+const ACTIVE_STREAM_MS = 1000;
+/** How often, at most, the streams sharing the budget are counted again, in milliseconds. */
+const RECOUNT_MS = 100;
+
 export class Stream {
   readonly id: number;
   readonly route: string;
@@ -136,6 +141,8 @@ export class Stream {
   /** The peer sent FIN. */
   remoteEnded = false;
   /** @internal */ queued = false;
+  /** @internal When DATA last arrived (session clock): streams receiving data split the window budget. */
+  lastDataAt = -Infinity;
 
   constructor(
     private readonly session: Session,
@@ -251,6 +258,9 @@ export class Session {
   private readonly streams = new Map<number, Stream>();
   private readonly maxWindow: number;
   private readonly sessionWindow: number;
+  /** windowShare's count of streams receiving data, and when it was taken. */
+  private activeStreams = 0;
+  private activeCountedAt = -Infinity;
   private readonly maxBuffered: number;
   private readonly maxBacklog: number;
   private readonly maxIncoming: number;
@@ -290,9 +300,20 @@ export class Session {
     return this.streams.size;
   }
 
-  /** @internal The most one stream's receive window may grow to now (PROTOCOL 5.7). */
+  /**
+   * @internal The most one stream's receive window may grow to now (PROTOCOL 5.7): the budget over the streams
+   * that received DATA in the last ACTIVE_STREAM_MS. Idle streams (a quiet terminal) take no share, so one busy
+   * stream among many open ones still reaches maxWindowBytes. Recounted at most every RECOUNT_MS.
+   */
   get windowShare(): number {
-    return this.sessionWindow / Math.max(1, this.streams.size);
+    const now = this.now();
+    if (!(now - this.activeCountedAt < RECOUNT_MS)) {
+      let active = 0;
+      for (const stream of this.streams.values()) if (now - stream.lastDataAt < ACTIVE_STREAM_MS) active++;
+      this.activeStreams = active;
+      this.activeCountedAt = now;
+    }
+    return this.sessionWindow / Math.max(1, this.activeStreams);
   }
 
   /** Open a stream to a route (PROTOCOL 4.2). Throws SockgateError when the session cannot open one. */
@@ -599,6 +620,7 @@ export class Session {
           return;
         }
         stream.bytesIn += frame.data.length;
+        stream.lastDataAt = this.now();
         stream.onData(frame.data);
         return;
       }
