@@ -101,7 +101,7 @@ async function perRoute(backendPorts, argvFor) {
  * @param variants  [{ name, dist }]: more sockgate builds to compare (e.g. a copy of dist/ before a change)
  * @param profileDir when set, sockgate runs with --cpu-prof into this directory
  */
-export function relayDefs({ root, variants = [], profileDir }) {
+export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
   const defs = [
     {
       key: 'direct',
@@ -159,7 +159,9 @@ export function relayDefs({ root, variants = [], profileDir }) {
       const routes = Object.fromEntries(Object.entries(backendPorts).map(([b, p]) => [b, { target: `tcp://127.0.0.1:${p}` }]));
       // The memory probe holds up to 8,000 sessions from 127.0.0.1; the defaults allow 100 per address.
       const limits = { maxSessions: 20_000, maxSessionsPerIp: 20_000 };
-      writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, routes, allowAnonymous: true, limits }));
+      // The browser section's page (bench/browser.mjs) is served from its own loopback port: allow its origin.
+      const origins = pageOrigin ? [pageOrigin] : [];
+      writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, routes, allowAnonymous: true, limits, origins }));
       const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${label}${suffix}-${Date.now()}.cpuprofile`] : [];
       const cli = join(dist, 'server/cli.js');
       const child = launch(process.execPath, [...prof, cli, 'serve', '--config', config]);

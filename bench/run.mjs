@@ -5,7 +5,7 @@
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
 // Knobs (env): BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_RTT_ROUNDS, BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
-// BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_SECTIONS,
+// BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
 // sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`).
 // Processes: this orchestrator, the backends, one process group per relay, one client process per measurement
@@ -17,7 +17,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CHUNK, openConn } from './conns.mjs';
 import { treeCpuMs, treeMemory } from './procmem.mjs';
-import { relayDefs, stopAll } from './relays.mjs';
+import { freePort, relayDefs, stopAll } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -43,7 +43,8 @@ const BP_BYTES = num('BENCH_BP_MB', 512, 64) * 1024 * 1024;
 const BP_MAX_MS = 20_000;
 const BP_STALL_MS = 1500;
 const MUX_STREAMS = list('BENCH_MUX_STREAMS', '1,10,100', '1,10,100').map(Number);
-const SECTIONS = (flag('--sections') ?? process.env.BENCH_SECTIONS ?? 'throughput,setup,memory,backpressure,mux').split(',');
+const SECTIONS = (flag('--sections') ?? process.env.BENCH_SECTIONS ?? 'throughput,setup,memory,backpressure,mux,browser').split(',');
+const BROWSER_BYTES = num('BENCH_BROWSER_MB', 256, 32) * 1024 * 1024;
 const ONLY = flag('--only')?.split(',');
 const WRITE = args.includes('--write');
 const VARIANTS = (process.env.BENCH_VARIANTS ?? '')
@@ -118,7 +119,11 @@ function runClient(task, timeoutMs = 4 * STEP_TIMEOUT_MS, label = task.task) {
   });
 }
 
-const relays = relayDefs({ root, variants: VARIANTS, profileDir: PROFILE_DIR }).filter((r) => !ONLY || ONLY.includes(r.key));
+/** The browser section's page server port, chosen now: the gateways allow its origin from the start. */
+const PAGE_PORT = await freePort();
+const relays = relayDefs({ root, variants: VARIANTS, profileDir: PROFILE_DIR, pageOrigin: `http://127.0.0.1:${PAGE_PORT}` }).filter(
+  (r) => !ONLY || ONLY.includes(r.key),
+);
 const active = relays.filter((r) => !r.missing);
 
 /** results[key][metric] = array of samples, or { error } / { note } for a cell that has no number. */
@@ -394,12 +399,51 @@ function fmtKiB(kib) {
   return kib >= 1024 ? `${(kib / 1024).toFixed(1)} MiB` : `${kib.toFixed(1)} KiB`;
 }
 
+// ---- the same transfers from Chromium: raw relays through the page's WebSocket, mux through the SDK bundle ----------
+
+async function browserSection() {
+  const { openBrowserBench } = await import('./browser.mjs');
+  const wanted = active.filter((r) => r.ws);
+  let bench;
+  try {
+    bench = await openBrowserBench(PAGE_PORT);
+  } catch (err) {
+    for (const relay of wanted) for (const m of ['bup', 'bdown']) note(relay.key, m, errText(err));
+    log(`browser section skipped: ${errText(err)}`);
+    return;
+  }
+  try {
+    for (const relay of wanted) {
+      await fresh(relay, async (inst) => {
+        // One unmeasured transfer each way first, as for the Node client.
+        for (const phase of ['down', 'up']) await bench.transfer(inst.target, phase, Math.min(BROWSER_BYTES, 32 * 1024 * 1024), STEP_TIMEOUT_MS).catch(() => {});
+        for (let rep = 0; rep < REPEATS; rep++) {
+          for (const phase of ['up', 'down']) {
+            const metric = phase === 'up' ? 'bup' : 'bdown';
+            try {
+              sample(relay.key, metric, await bench.transfer(inst.target, phase, BROWSER_BYTES, STEP_TIMEOUT_MS));
+            } catch (err) {
+              note(relay.key, metric, `failed: ${errText(err)}`);
+              log(`${relay.key} browser ${phase} failed: ${errText(err)}`);
+            }
+          }
+          const v = (m) => results[relay.key][m]?.at?.(-1)?.toFixed(0) ?? '-';
+          log(`${relay.key}: in Chromium up ${v('bup')} down ${v('bdown')} MB/s`);
+        }
+      });
+    }
+  } finally {
+    await bench.close();
+  }
+}
+
 // ---- run --------------------------------------------------------------------------------------------------------------
 
 log(`relays: ${relays.map((r) => r.key + (r.missing ? ' (missing)' : '')).join(', ')}; sections: ${SECTIONS.join(', ')}`);
 await steadySections();
 if (SECTIONS.includes('backpressure')) await backpressureSection();
 if (SECTIONS.includes('memory')) await memorySection();
+if (SECTIONS.includes('browser')) await browserSection();
 for (const relay of relays.filter((r) => r.missing)) results[relay.key].missing = relay.missing;
 
 // ---- report ---------------------------------------------------------------------------------------------------------
@@ -425,6 +469,8 @@ const ROWS = [
   ['bpClientGrowth', 'client stops reading: relay memory growth, MiB', 1, 'backpressure'],
   ...MUX_STREAMS.map((n) => [`mux${n}`, `${n} download${n > 1 ? 's' : ''} at once (mux: streams of one session), aggregate MB/s`, 0, 'mux', (r) => r.mux || r.parallel]),
   ...MUX_STREAMS.filter((n) => n > 1).map((n) => [`fair${n}`, `${n} downloads at once: fairness (slowest / fastest)`, 2, 'mux', (r) => r.mux || r.parallel]),
+  ['bup', 'in Chromium: page -> backend, MB/s (mux: the SDK)', 0, 'browser', (r) => r.ws],
+  ['bdown', 'in Chromium: backend -> page, MB/s (mux: the SDK)', 0, 'browser', (r) => r.ws],
 ];
 const cellText = (relay, [metric, , digits, section, applies]) => {
   if (!SECTIONS.includes(section)) return '';
