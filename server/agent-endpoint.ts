@@ -32,6 +32,10 @@ export interface AgentEndpointOptions {
   refuse?(): SockgateError | undefined;
   /** Told of every refused agent upgrade (metrics). Optional. */
   onRefused?(err: SockgateError): void;
+  /** An agent session started (metrics); the function returned is called when its connection closes. Optional. */
+  onSession?(): () => void;
+  /** An agent did not answer a keepalive PING in time (metrics). Optional. */
+  onKeepaliveTimeout?(): void;
 }
 
 /**
@@ -62,7 +66,15 @@ export function registerAgentEndpoint(app: FastifyInstance, opts: AgentEndpointO
     (socket, req) => {
       const entry = admitted.get(req.raw);
       if (!entry) return socket.terminate(); // not admitted: cannot happen past the hook
-      runAgentSession(socket, entry, { registry: opts.registry, admission: opts.admission, limits: opts.limits(), log: req.log, remoteAddress: req.ip });
+      runAgentSession(socket, entry, {
+        registry: opts.registry,
+        admission: opts.admission,
+        limits: opts.limits(),
+        log: req.log,
+        remoteAddress: req.ip,
+        onSession: opts.onSession,
+        onKeepaliveTimeout: opts.onKeepaliveTimeout,
+      });
     },
   );
 }
@@ -82,6 +94,8 @@ interface AgentSessionContext {
   limits: GatewayLimits;
   log: FastifyBaseLogger;
   remoteAddress: string;
+  onSession?(): () => void;
+  onKeepaliveTimeout?(): void;
 }
 
 /** Run one agent's session: register it, keep it alive, unregister it when it ends. Never throws. */
@@ -112,6 +126,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
     ws.terminate();
     return;
   }
+  const sessionClosed = ctx.onSession?.();
   let streams = 0;
   /** The admission the token was last checked under. */
   let checkedBy = ctx.admission();
@@ -146,6 +161,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
     timeoutMs: limits.keepaliveTimeoutMs,
     appPing: () => session.ping().catch(() => {}),
     onTimeout: () => {
+      ctx.onKeepaliveTimeout?.();
       log.info({}, 'agent did not answer a PING in time');
       session.close(new SockgateError('SOCKGATE_ERR_SESSION_PING_TIMEOUT'));
       terminateAfter(ws, AGENT_CLOSE_GRACE_MS);
@@ -153,6 +169,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
   });
   ws.on('error', (err: Error) => log.debug({ err }, 'agent websocket error'));
   ws.on('close', (code: number, reason: Buffer) => {
+    sessionClosed?.();
     log.info({ code, reason: reason.toString(), streams, ms: Math.round(performance.now() - startedAt) }, 'agent disconnected');
   });
   // A round-trip time for window auto-tuning (PROTOCOL 5.5), as on client sessions.

@@ -15,7 +15,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ErrorCode } from '../shared/errors.js';
 
-export type SessionMode = 'raw' | 'mux';
+/** raw and mux: client sessions; agent: reverse-tunnel agents connected to `GET /agent` (PROTOCOL 11). */
+export type SessionMode = 'raw' | 'mux' | 'agent';
 
 /** The `route` label for a route name the config does not have (route names cannot contain parentheses). */
 export const UNKNOWN_ROUTE_LABEL = '(unknown)';
@@ -76,7 +77,7 @@ export class GatewayMetrics implements StreamMetrics {
 
   readonly #sessionsOpen = new Gauge({
     name: 'sockgate_sessions_open',
-    help: 'WebSocket sessions open now, by mode (raw|mux) and route (raw mode; empty for mux, whose streams carry it).',
+    help: 'WebSocket sessions open now, by mode (raw|mux|agent) and route (raw mode; empty for mux and agents).',
     labelNames: ['mode', 'route'] as const,
     registers: [this.registry],
   });

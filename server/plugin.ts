@@ -229,6 +229,8 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
     limits: () => live.config.limits,
     refuse: () => ops.refuseWhileDraining(),
     onRefused: (err) => ops.metrics.upgradeRefused(err.code),
+    onSession: () => ops.metrics.sessionOpened('agent'),
+    onKeepaliveTimeout: () => ops.metrics.keepaliveTimeout('agent'),
   });
 
   if (config.demo) registerDemo(app);

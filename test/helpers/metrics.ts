@@ -37,3 +37,13 @@ export async function scrape(url: string): Promise<Sample[]> {
   if (res.status !== 200) throw new Error(`GET ${url}: ${res.status}`);
   return parseMetrics(await res.text());
 }
+
+/** Scrape until `cond` holds (at most 100 times, 20 ms apart); returns the last scrape either way. */
+export async function scrapeUntil(url: string, cond: (samples: Sample[]) => boolean): Promise<Sample[]> {
+  let samples = await scrape(url);
+  for (let i = 0; i < 100 && !cond(samples); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    samples = await scrape(url);
+  }
+  return samples;
+}

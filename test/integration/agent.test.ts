@@ -14,6 +14,7 @@ import { startAgent, type AgentHandle } from '../../server/agent.js';
 import { createGateway, type Gateway } from '../../server/gateway.js';
 import { createLogger } from '../../server/log.js';
 import { type Backend, echoHandler, patternBytes, sha256, sinkHandler, tcpBackend, unixBackend, waitFor } from '../helpers/backends.js';
+import { metricValue, scrape, scrapeUntil } from '../helpers/metrics.js';
 import { type MuxClient, connectMux, within } from '../helpers/mux-client.js';
 
 const MiB = 1024 * 1024;
@@ -157,6 +158,23 @@ function watchAgents(gw: Gw): void {
     if ((req.url ?? '').startsWith(AGENT_PATH)) agentWs.add(ws);
   });
 }
+
+describe('agent sessions in the metrics', () => {
+  it('count in sockgate_sessions_open and _opened_total with mode="agent" while connected', async () => {
+    const gw = await startAgentGateway();
+    const echo = await backend('tcp', echoHandler);
+    const metricsUrl = `${gw.wsUrl.replace('ws:', 'http:')}/metrics`;
+    const { agent } = runAgent(gw.wsUrl, { svc: echo.target });
+    await within(agent.connected(), 5000, 'agent registered');
+    const during = await scrape(metricsUrl);
+    expect(metricValue(during, 'sockgate_sessions_open', { mode: 'agent', route: '' })).toBe(1);
+    expect(metricValue(during, 'sockgate_sessions_opened_total', { mode: 'agent' })).toBe(1);
+    await agent.stop();
+    const after = await scrapeUntil(metricsUrl, (x) => metricValue(x, 'sockgate_sessions_open', { mode: 'agent', route: '' }) === 0);
+    expect(metricValue(after, 'sockgate_sessions_open', { mode: 'agent', route: '' })).toBe(0);
+    expect(metricValue(after, 'sockgate_sessions_opened_total', { mode: 'agent' })).toBe(1);
+  });
+});
 
 describe('a service reached only through an agent', () => {
   it.each(['tcp', 'unix'] as const)('mux: 4 MiB each way through a %s echo service, byte-exact, and a 3 MiB upload with FIN', async (kind) => {

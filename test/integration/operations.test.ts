@@ -8,7 +8,7 @@ import { WebSocket } from 'ws';
 import { SUBPROTOCOL } from '../../shared/constants.js';
 import { createGateway, type Gateway, type ListeningAddress } from '../../server/gateway.js';
 import { type Backend, echoHandler, patternBytes, refusedPort, sha256, tcpBackend, waitFor } from '../helpers/backends.js';
-import { metricValue, scrape, type Sample } from '../helpers/metrics.js';
+import { metricValue, scrape, scrapeUntil } from '../helpers/metrics.js';
 import { type CloseEvent, connectMux, within } from '../helpers/mux-client.js';
 
 let echo: Backend;
@@ -41,16 +41,6 @@ async function start(config: Record<string, unknown> = {}): Promise<{ gw: Gatewa
   open.push(gw);
   const at = await gw.listen();
   return { gw, at, ws: at.url.replace(/^http/, 'ws') };
-}
-
-/** Scrape until `cond` holds (at most 100 times, 20 ms apart); returns the last scrape either way. */
-async function scrapeUntil(url: string, cond: (samples: Sample[]) => boolean): Promise<Sample[]> {
-  let samples = await scrape(url);
-  for (let i = 0; i < 100 && !cond(samples); i++) {
-    await new Promise((r) => setTimeout(r, 20));
-    samples = await scrape(url);
-  }
-  return samples;
 }
 
 /** A raw-mode WebSocket, open. */
