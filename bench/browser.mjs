@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { MESSAGE, PERIOD } from './pattern.mjs';
+import { MESSAGE, PERIOD, fillPattern } from './pattern.mjs';
 
 export const CHROMIUM_PATH = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
@@ -31,7 +31,7 @@ export async function openBrowserBench(port = 0) {
   const page = await browser.newPage();
   const origin = `http://127.0.0.1:${server.address().port}`;
   await page.goto(`${origin}/`);
-  await page.evaluate(PAGE_SETUP, { MESSAGE, PERIOD });
+  await page.evaluate(PAGE_SETUP, { MESSAGE, PERIOD, fill: fillPattern.toString() });
   const sdks = new Set();
   return {
     /**
@@ -58,16 +58,9 @@ export async function openBrowserBench(port = 0) {
 }
 
 /** In the page: the pattern and its checker, as bench/pattern.mjs makes them. */
-const PAGE_SETUP = ({ MESSAGE, PERIOD }) => {
-  const pattern = new Uint8Array(PERIOD + MESSAGE);
-  let x = 0x9e3779b9;
-  for (let i = 0; i < PERIOD; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    pattern[i] = x & 0xff;
-  }
-  pattern.copyWithin(PERIOD, 0, MESSAGE);
+const PAGE_SETUP = ({ MESSAGE, PERIOD, fill }) => {
+  // bench/pattern.mjs's fillPattern, from its source: the same bytes as the backends send.
+  const pattern = new Function(`return (${fill})`)()(new Uint8Array(PERIOD + MESSAGE), PERIOD, MESSAGE);
   globalThis.bench = {
     MESSAGE,
     patternAt: (offset, len) => pattern.subarray(offset % PERIOD, (offset % PERIOD) + len),

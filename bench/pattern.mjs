@@ -15,19 +15,25 @@ export const MESSAGE = 64 * 1024;
 /** A prime, so that no shift by a multiple of a power of two maps the pattern onto itself. */
 export const PERIOD = 1_048_573;
 
-/** PERIOD bytes of xorshift32 output, followed by its first MESSAGE bytes again so any window is one subarray. */
-export const PATTERN = (() => {
-  const buf = Buffer.allocUnsafe(PERIOD + MESSAGE);
+/**
+ * Fill `buf` (PERIOD + MESSAGE bytes) with PERIOD bytes of xorshift32 output followed by its first MESSAGE bytes
+ * again, so any window is one subarray. Self-contained (no imports, no Node API): bench/browser.mjs runs its
+ * source in the page.
+ */
+export function fillPattern(buf, period, message) {
   let x = 0x9e3779b9;
-  for (let i = 0; i < PERIOD; i++) {
+  for (let i = 0; i < period; i++) {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
     buf[i] = x & 0xff;
   }
-  buf.copy(buf, PERIOD, 0, MESSAGE);
+  buf.copyWithin(period, 0, message);
   return buf;
-})();
+}
+
+/** The pattern (see fillPattern). */
+export const PATTERN = fillPattern(Buffer.allocUnsafe(PERIOD + MESSAGE), PERIOD, MESSAGE);
 
 /** The `len` (<= MESSAGE) pattern bytes at stream offset `offset`, as a view: nothing is allocated. */
 export function patternAt(offset, len = MESSAGE) {
