@@ -1,6 +1,6 @@
 // sockgate benchmark: every relay side by side in one run, on loopback only. docs/BENCHMARKS.md explains each
 // measurement; usage:
-//   npm run bench                                   full run (about 15 minutes on 2 cores)
+//   npm run bench                                   full run (8 to 12 minutes on 2 cores)
 //   BENCH_QUICK=1 npm run bench                     smoke run (a minute or two)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
