@@ -110,22 +110,30 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
     Math.max(1, Math.floor(OPENS_MARGIN * (opts.opensBurst ?? FORWARD_OPENS_BURST))),
   );
   const waiting: net.Socket[] = [];
+  /** A pump is due: a timer for the next token, or the session being dialled. One at a time. */
+  let pumpScheduled = false;
   let pumpTimer: NodeJS.Timeout | undefined;
   const pump = (): void => {
+    pumpScheduled = false;
     pumpTimer = undefined;
     while (waiting.length > 0 && !closing) {
       if (waiting[0]!.destroyed) {
-        waiting.shift(); // its client gave up while it waited
+        // No OPEN for it. (A paused socket does not notice its client leaving: that one gets its OPEN, and the
+        // bridge then sees the EOF.)
+        waiting.shift();
         continue;
       }
       if (!ready) {
+        pumpScheduled = true;
         session().then(pump, (err: unknown) => {
+          pumpScheduled = false;
           // The gateway cannot be reached: every connection waiting now is closed (later ones dial again).
           for (const socket of waiting.splice(0)) refuse(socket, err);
         });
         return;
       }
       if (!opens.take(performance.now())) {
+        pumpScheduled = true;
         pumpTimer = setTimeout(pump, Math.ceil(1000 / opens.ratePerSec));
         return;
       }
@@ -143,7 +151,7 @@ export async function startForward(opts: ForwardOptions): Promise<ForwardHandle>
       return;
     }
     waiting.push(socket);
-    if (pumpTimer === undefined) pump();
+    if (!pumpScheduled) pump();
   });
 
   function refuse(socket: net.Socket, err: unknown): void {
