@@ -76,11 +76,11 @@ export function sharedReadBuffer(): Buffer {
  * The `onread` option for net.connect(): each read is handed to `onChunk` as a ReadChunk; `onChunk` returning
  * false pauses the socket (resume() it to read again), exactly as returning false from `onread.callback` does.
  *
- * A socket reads into the shared buffer until a read brings SMALL_READ_BYTES or more (a bulk transfer): from
- * then on each read goes straight into a pooled buffer of its own, which the chunk takes along (no copy at all),
- * and the socket gets a fresh one for its next read (Node asks `buffer()` after every read). A smaller read puts
- * the socket back on the shared buffer, so an idle or interactive socket never pins 256 KiB; a paused bulk
- * socket pins one.
+ * A socket reads into the shared buffer until a read fills it (a bulk transfer: more is waiting). From then on
+ * each read goes straight into a pooled buffer of its own, which the chunk takes along (no copy at all, unless the
+ * read was small), and the socket gets a fresh one for its next read (Node asks `buffer()` after every read).
+ * A read that does not fill its buffer puts the socket back on the shared one, so a socket left idle after a
+ * burst pins nothing; a paused bulk socket pins one pooled buffer.
  */
 export function pooledReads(onChunk: (chunk: ReadChunk) => boolean): OnReadOpts {
   let next: Uint8Array = sharedReadBuffer();
@@ -88,14 +88,15 @@ export function pooledReads(onChunk: (chunk: ReadChunk) => boolean): OnReadOpts 
     buffer: () => next,
     callback: (n, buf) => {
       let chunk: ReadChunk;
-      if (n >= SMALL_READ_BYTES) {
-        chunk = buf === shared ? copyOut(buf, n) : pooledChunk(buf, n);
-        next = readPool.take();
-      } else {
+      if (buf === shared) chunk = copyOut(buf, n);
+      else if (n >= SMALL_READ_BYTES) chunk = pooledChunk(buf, n);
+      else {
         chunk = copyOut(buf, n);
-        if (buf !== shared) readPool.give(buf);
-        next = sharedReadBuffer();
+        readPool.give(buf);
       }
+      // A read that filled its buffer left more waiting: read on into a buffer of its own. Anything less may be
+      // the end of a burst (a page, a screen update), after which the socket can sit idle for hours.
+      next = n === buf.byteLength ? readPool.take() : sharedReadBuffer();
       return onChunk(chunk);
     },
   };
