@@ -71,7 +71,6 @@ export function closeWebSocket(ws: WebSocketLike, code: number, reason: string):
   }
 }
 
-
 export class WebSocketTransport implements Transport {
   /**
    * The WebSocket calls send callbacks: the `ws` package does (an EventEmitter, hence `on`), browsers' and undici's

@@ -217,4 +217,3 @@ export async function connectAgent(registry: AgentRegistry, service: string, tim
   return socket;
 }
 
-

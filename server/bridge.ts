@@ -16,10 +16,10 @@
 import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { SockgateError } from '../shared/errors.js';
+import { JoinedQueue } from '../shared/joined-queue.js';
 import type { Stream } from '../shared/session.js';
 import { backendError } from './backend.js';
 import { sharedReadBuffer } from './read-buffer.js';
-import { JoinedQueue } from '../shared/joined-queue.js';
 
 /** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
 export interface BridgeLogger {

@@ -79,7 +79,6 @@ export interface MuxSessionHandle {
 /** The engine's default for maxTransportBufferedBytes (shared/session.ts), needed here for the drain mark. */
 const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 
-
 /** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
 const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
 
@@ -171,7 +170,6 @@ export class WsTransport implements Transport {
     }
   }
 }
-
 
 /**
  * PROTOCOL 1.4: refuse a mux message over MAX_FRAME_BYTES from its header, before buffering it. The ws server's

@@ -22,7 +22,6 @@ import { closeReasonBytes } from './ws-util.js';
  */
 export const CLOSE_GRACE_MS = 2000;
 
-
 /** `app.sockgate`: what an app (createGateway(), the CLI, an embedder) can do with a running gateway. */
 export interface SockgateControl {
   /** The configuration in force; a reload replaces it. */

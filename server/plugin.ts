@@ -267,7 +267,6 @@ function warnAboutExposure(app: FastifyInstance, config: GatewayConfig): void {
   }
 }
 
-
 /**
  * @fastify/websocket's errorHandler. ws reports a client's protocol violation (oversized message, bad opcode,
  * invalid UTF-8: `WS_ERR_*`) as an 'error' after it has already started the close with the right code (1009,

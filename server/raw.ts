@@ -43,7 +43,6 @@ export interface RawContext {
  */
 export const BACKEND_END_GRACE_MS = 2000;
 
-
 /** Bridge one upgraded WebSocket to the route's backend. Never throws; everything it opens is released on close. */
 export function handleRawConnection(
   ws: WebSocket,

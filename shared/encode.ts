@@ -32,7 +32,6 @@ function header(type: number, streamId: number, payloadBytes: number, into?: Uin
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   bytes[0] = type;
   bytes[1] = 0; // flags: none defined (PROTOCOL 2.2); set, since recycled memory may hold anything
-
   view.setUint32(2, streamId);
   return { bytes, view };
 }

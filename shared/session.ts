@@ -715,7 +715,6 @@ function wireReason(err: SockgateError): string {
   return err.message.startsWith(`${spec.message}: `) ? err.message.slice(spec.message.length + 2) : err.message;
 }
 
-
 function sessionErrorForClose(code: number, reason: string): SockgateError {
   return new SockgateError(codeFromClose(code), reason || `WebSocket closed with ${code}`);
 }
