@@ -141,7 +141,11 @@ export class Stream {
   /** The peer sent FIN. */
   remoteEnded = false;
   /** @internal */ queued = false;
-  /** @internal When DATA last arrived (session clock): streams receiving data split the window budget. */
+  /**
+   * @internal For the window budget (Session.windowShare): bytes received at the last count, and the count at
+   * which they were last seen to grow. Kept at the counts, so that DATA frames pay no clock read.
+   */
+  countedReceived = 0;
   lastDataAt = -Infinity;
 
   constructor(
@@ -302,14 +306,21 @@ export class Session {
 
   /**
    * @internal The most one stream's receive window may grow to now (PROTOCOL 5.7): the budget over the streams
-   * that received DATA in the last ACTIVE_STREAM_MS. Idle streams (a quiet terminal) take no share, so one busy
-   * stream among many open ones still reaches maxWindowBytes. Recounted at most every RECOUNT_MS.
+   * that received DATA in the last ACTIVE_STREAM_MS, as seen at counts taken at most every RECOUNT_MS. Idle
+   * streams (a quiet terminal) take no share, so one busy stream among many open ones still reaches
+   * maxWindowBytes.
    */
   get windowShare(): number {
     const now = this.now();
     if (!(now - this.activeCountedAt < RECOUNT_MS)) {
       let active = 0;
-      for (const stream of this.streams.values()) if (now - stream.lastDataAt < ACTIVE_STREAM_MS) active++;
+      for (const stream of this.streams.values()) {
+        if (stream.window.received !== stream.countedReceived) {
+          stream.countedReceived = stream.window.received;
+          stream.lastDataAt = now;
+        }
+        if (now - stream.lastDataAt < ACTIVE_STREAM_MS) active++;
+      }
       this.activeStreams = active;
       this.activeCountedAt = now;
     }
@@ -620,7 +631,6 @@ export class Session {
           return;
         }
         stream.bytesIn += frame.data.length;
-        stream.lastDataAt = this.now();
         stream.onData(frame.data);
         return;
       }
