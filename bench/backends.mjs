@@ -10,10 +10,9 @@
 //           { flood: 'stats' } answers { connected, accepted }: the bytes the kernel took on the latest one.
 import { Buffer } from 'node:buffer';
 import net from 'node:net';
-import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
+import { FILLER, MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
 
 /** What the flood writes: filler, nobody checks it. */
-const CHUNK = Buffer.alloc(MESSAGE, 0x5a);
 
 function withLength(socket, onLength) {
   let head = Buffer.alloc(0);
@@ -80,9 +79,9 @@ const flood = net.createServer((socket) => {
   socket.on('close', () => (stopped = true));
   const pump = () => {
     while (!stopped && state.handed < FLOOD_BYTES) {
-      const k = Math.min(FLOOD_BYTES - state.handed, CHUNK.length);
+      const k = Math.min(FLOOD_BYTES - state.handed, FILLER.length);
       state.handed += k;
-      if (!socket.write(k === CHUNK.length ? CHUNK : CHUNK.subarray(0, k))) return void socket.once('drain', pump);
+      if (!socket.write(k === FILLER.length ? FILLER : FILLER.subarray(0, k))) return void socket.once('drain', pump);
     }
   };
   pump();

@@ -91,7 +91,8 @@ const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, rou
   const { MESSAGE, patternAt, checker } = globalThis.bench;
   const header = new Uint8Array(8);
   new DataView(header.buffer).setBigUint64(0, BigInt(bytes));
-  const deadline = new Promise((_, reject) => setTimeout(() => reject(new Error(`${phase} timed out after ${timeoutMs} ms`)), timeoutMs));
+  let timer;
+  const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${phase} timed out after ${timeoutMs} ms`)), timeoutMs)));
   try {
     if (mux) {
       const session = await globalThis.sdk.openSession(url);
@@ -111,6 +112,7 @@ const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, rou
               check.update(value);
             }
           })();
+          reading.catch(() => {}); // after a timeout the session closes under it
           await Promise.race([reading, deadline]);
           if (check.error || check.received < bytes) return { error: check.error ?? `only ${check.received} bytes arrived` };
         } else {
@@ -129,6 +131,7 @@ const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, rou
             }
             return reply.trim();
           })();
+          sending.catch(() => {}); // after a timeout the session closes under it
           const reply = await Promise.race([sending, deadline]);
           if (reply !== 'ok') return { error: `the sink says ${reply}` };
         }
@@ -167,9 +170,9 @@ const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, rou
           ws.onclose = resolve;
         });
         const sending = (async () => {
-          for (let sent = 0; sent < bytes; sent += MESSAGE) {
+          for (let sent = 0; sent < bytes && ws.readyState === ws.OPEN; sent += MESSAGE) {
             // A browser WebSocket has no drain event: while more than 4 MiB is queued, yield.
-            while (ws.bufferedAmount > 4 * 1024 * 1024) await new Promise((r) => setTimeout(r, 0));
+            while (ws.bufferedAmount > 4 * 1024 * 1024 && ws.readyState === ws.OPEN) await new Promise((r) => setTimeout(r, 0));
             ws.send(patternAt(sent, Math.min(MESSAGE, bytes - sent)));
           }
           await replied;
@@ -183,5 +186,7 @@ const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, rou
     }
   } catch (err) {
     return { error: String(err?.message ?? err) };
+  } finally {
+    clearTimeout(timer);
   }
 };

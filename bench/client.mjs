@@ -207,7 +207,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 
     await timeout(all.finished, 'parallel transfers');
     return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
   });
-  if (streams === 1) return { aggregate, fairness: 1 };
+  if (streams === 1) return { aggregate };
   const fairness = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
@@ -215,6 +215,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 
     await new Promise((r) => setTimeout(r, fairMs));
     all.check();
     const moved = all.got.map((n, i) => n - before[i]);
+    if (Math.max(...moved) === 0) throw new Error(`no transfer moved a byte in ${fairMs} ms`);
     return Math.min(...moved) / Math.max(...moved);
   });
   return { aggregate, fairness };

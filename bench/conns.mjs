@@ -11,8 +11,6 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
-/** One 64 KiB message of filler, for the probes that do not check what arrives (backpressure). */
-export const CHUNK = Buffer.alloc(64 * 1024, 0x5a);
 
 export function lengthHeader(n) {
   const b = Buffer.alloc(8);

@@ -8,10 +8,10 @@
 // transfer warms the relay up first and is not counted. Run it several times: the machine is noisy.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, waitPort } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [mode = 'raw', phase = 'down', mib = '1024', distArg] = process.argv.slice(2);
@@ -23,13 +23,6 @@ process.on('exit', () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const freePort = () =>
-  new Promise((r) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => r(port));
-    });
-  });
 const backends = spawn(process.execPath, [join(root, 'bench/backends.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
 children.push(backends);
 const ports = await new Promise((r) => backends.stdout.once('data', (d) => r(JSON.parse(String(d).split('\n')[0]))));
@@ -51,11 +44,7 @@ if (mode === 'bare') {
 // V8 prints --trace-gc with stdio buffering: to a file, complete once the relay exits.
 const relay = spawn(process.execPath, argv, { stdio: ['ignore', openSync(out, 'w'), 'inherit'] });
 children.push(relay);
-for (let i = 0; i < 100; i++) {
-  const up = await new Promise((r) => net.connect(port, '127.0.0.1').once('connect', function () { this.destroy(); r(true); }).once('error', () => r(false)));
-  if (up) break;
-  await new Promise((r) => setTimeout(r, 100));
-}
+await waitPort(port, relay);
 const stat = () => {
   const f = readFileSync(`/proc/${relay.pid}/stat`, 'utf8').split(') ')[1].split(' ');
   const tick = 1000 / Number(execFileSync('getconf', ['CLK_TCK']).toString());

@@ -12,6 +12,9 @@ import { Buffer } from 'node:buffer';
 
 /** Bytes per message, as the benchmark sends them. */
 export const MESSAGE = 64 * 1024;
+/** One MESSAGE of filler, for the probes that do not check what arrives (backpressure, the flood backend). */
+export const FILLER = Buffer.alloc(MESSAGE, 0x5a);
+
 /** A prime, so that no shift by a multiple of a power of two maps the pattern onto itself. */
 export const PERIOD = 1_048_573;
 

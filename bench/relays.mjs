@@ -63,7 +63,8 @@ export function freePort() {
   });
 }
 
-async function waitPort(port, child, timeoutMs = 15_000) {
+/** Wait until `port` on 127.0.0.1 accepts a connection; throws with the child's output if it exits first. */
+export async function waitPort(port, child, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ok = await new Promise((r) => {
@@ -71,10 +72,10 @@ async function waitPort(port, child, timeoutMs = 15_000) {
       s.on('error', () => r(false));
     });
     if (ok) return;
-    if (child.exitCode !== null) throw new Error(`process exited: ${child.output()}`);
+    if (child.exitCode !== null) throw new Error(`process exited: ${child.output?.() ?? ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`port ${port} not listening: ${child.output()}`);
+  throw new Error(`port ${port} not listening: ${child.output?.() ?? ''}`);
 }
 
 /** One relay process per route (socat and websockify take one target each). */
@@ -100,6 +101,7 @@ async function perRoute(backendPorts, argvFor) {
  * @param root      the repository
  * @param variants  [{ name, dist }]: more sockgate builds to compare (e.g. a copy of dist/ before a change)
  * @param profileDir when set, sockgate runs with --cpu-prof into this directory
+ * @param pageOrigin the browser section's page origin, which every sockgate gateway allows (`origins`)
  */
 export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
   const defs = [

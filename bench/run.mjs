@@ -1,10 +1,11 @@
 // sockgate benchmark: every relay side by side in one run, on loopback only. docs/BENCHMARKS.md explains each
 // measurement; usage:
 //   npm run bench                                   full run (8 to 12 minutes on 2 cores)
-//   BENCH_QUICK=1 npm run bench                     smoke run (a minute or two)
+//   BENCH_QUICK=1 npm run bench                     smoke run (about 2 minutes)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
-// Knobs (env): BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_RTT_ROUNDS, BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
+// Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,echo,rtt"), BENCH_RTT_ROUNDS,
+// BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
 // sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`).
@@ -15,7 +16,8 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHUNK, openConn } from './conns.mjs';
+import { openConn } from './conns.mjs';
+import { FILLER } from './pattern.mjs';
 import { treeCpuMs, treeMemory } from './procmem.mjs';
 import { freePort, relayDefs, stopAll } from './relays.mjs';
 
@@ -224,7 +226,7 @@ async function steadySections() {
             const r = await runClient({ task: 'parallel', target: inst.target, streams, bytes: BYTES });
             sample(relay.key, `mux${streams}`, r.aggregate);
             if (streams > 1) sample(relay.key, `fair${streams}`, r.fairness);
-            log(`${relay.key}: ${streams} at once ${r.aggregate.toFixed(0)} MB/s, fairness ${r.fairness?.toFixed(2) ?? 'n/a'}`);
+            log(`${relay.key}: ${streams} at once ${r.aggregate.toFixed(0)} MB/s${streams > 1 ? `, fairness ${r.fairness.toFixed(2)}` : ''}`);
           } catch (err) {
             note(relay.key, `mux${streams}`, `failed: ${errText(err)}`);
             log(`${relay.key} ${streams} streams failed: ${errText(err)}`);
@@ -261,8 +263,8 @@ async function probeBackendStalls(inst) {
   let written = 0;
   try {
     while (written < BP_BYTES && performance.now() < deadline) {
-      const accepted = await Promise.race([conn.write(CHUNK).then(() => true), sleep(BP_STALL_MS).then(() => false)]);
-      written += CHUNK.length;
+      const accepted = await Promise.race([conn.write(FILLER).then(() => true), sleep(BP_STALL_MS).then(() => false)]);
+      written += FILLER.length;
       if (!accepted) break;
     }
     const unsent = await settle(() => conn.unsent(), deadline);

@@ -173,10 +173,11 @@ describe('raw mode: backend reads through recycled buffers (server/read-buffer.t
       const data = payloads[next++ % payloads.length]!;
       socket.on('error', () => {});
       let at = 0;
+      let writes = 0;
       const pump = (): void => {
         while (at < data.length) {
           // Alternate bulk writes with a few tiny ones, so both read paths carry this connection's bytes.
-          const n = (at / 65_536) % 7 === 3 ? 17 : 200_000;
+          const n = writes++ % 7 === 3 ? 17 : 200_000;
           const piece = data.subarray(at, at + n);
           at += piece.length;
           if (!socket.write(piece)) return void socket.once('drain', pump);

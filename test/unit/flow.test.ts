@@ -159,7 +159,6 @@ describe('ReceiveWindow', () => {
     // 100 streams now share 16 MiB: each one's share is below INITIAL_WINDOW, so the floor applies.
     const shrinking = Array.from({ length: 8 }, () => cycle((16 * 1024 * 1024) / 100));
     expect(shrinking).toEqual([MAX_WINDOW / 2, MAX_WINDOW / 4, MAX_WINDOW / 8, MAX_WINDOW / 16, MAX_WINDOW / 32, MAX_WINDOW / 64, INITIAL_WINDOW, INITIAL_WINDOW]);
-    expect(w.held).toBeLessThanOrEqual(w.window);
   });
 
   it('with the default maxWindow it never grows', () => {
