@@ -8,7 +8,7 @@
 // BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
-// sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`).
+// sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`), BENCH_RESULTS_DIR (bench/results).
 // Processes: this orchestrator, the backends, one process group per relay, one client process per measurement
 // (the idle-connection probe spreads its clients over several, each far below the fd limit).
 import { fork, spawn } from 'node:child_process';
@@ -54,6 +54,8 @@ const VARIANTS = (process.env.BENCH_VARIANTS ?? '')
   .filter(Boolean)
   .map((v) => ({ name: v.split('=')[0], dist: v.slice(v.indexOf('=') + 1) }));
 const PROFILE_DIR = process.env.BENCH_PROFILE;
+/** Where each run's samples go, as JSON (bench/results, which git ignores). */
+const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? join(root, 'bench/results');
 /** Throughput phases to run (all by default; one for profiling): up, down, echo, rtt. */
 const PHASES = (process.env.BENCH_PHASES ?? 'up,down,echo,rtt').split(',');
 const STEP_TIMEOUT_MS = 120_000;
@@ -560,8 +562,8 @@ const report = [
   ...targets,
 ].join('\n');
 console.log(report);
-mkdirSync(join(root, 'bench/results'), { recursive: true });
-writeFileSync(join(root, `bench/results/${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, machine, results }, null, 1));
+mkdirSync(RESULTS_DIR, { recursive: true });
+writeFileSync(join(RESULTS_DIR, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ command, machine, results }, null, 1));
 if (WRITE) {
   const path = join(root, 'docs/BENCHMARKS.md');
   // The marker is a line of its own; everything above it is kept.

@@ -1,0 +1,70 @@
+/**
+ * The benchmark harness end to end (`node bench/run.mjs`), at toy sizes: every section against direct TCP, the bare
+ * bridge and sockgate raw and mux, so a change that breaks a probe, a relay launcher or the report shows here
+ * rather than at the next full run. The figures themselves mean nothing at these sizes and are not checked;
+ * that each cell got a number is (a transfer that fails its byte check leaves an error in its cell instead).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = join(import.meta.dirname, '../..');
+const RELAYS = ['direct TCP', 'bare ws+net bridge', 'sockgate raw', 'sockgate mux'];
+
+describe('npm run bench, at toy sizes', () => {
+  const dir = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-smoke-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('runs every section and reports a number in every cell it measures', { timeout: 300_000 }, async () => {
+    const env = {
+      ...process.env,
+      BENCH_RESULTS_DIR: dir,
+      BENCH_MB: '4',
+      BENCH_WARMUP_MB: '1',
+      BENCH_REPEATS: '1',
+      BENCH_RTT_ROUNDS: '50',
+      BENCH_SETUP_CONNS: '20',
+      BENCH_CONNS: '20',
+      BENCH_BP_MB: '8',
+      BENCH_MUX_STREAMS: '1,10',
+      BENCH_BROWSER_MB: '2',
+    };
+    const child = spawn(process.execPath, [join(root, 'bench/run.mjs'), '--only', 'direct,bare,sockgate-raw,sockgate-mux'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGTERM'), 280_000);
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    clearTimeout(timer);
+    expect(code, err.slice(-4000)).toBe(0);
+
+    const rows = new Map(
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('| '))
+        .map((l) => l.split('|').slice(1, -1).map((c) => c.trim()))
+        .map((cells) => [cells[0]!, cells.slice(1)]),
+    );
+    expect(rows.get('')).toEqual(RELAYS);
+    const numeric = (row: string, relays: string[]): void => {
+      const cells = rows.get(row);
+      expect(cells, row).toBeDefined();
+      for (const relay of relays) expect(cells![RELAYS.indexOf(relay)], `${row}: ${relay}`).toMatch(/^-?\d+(\.\d+)?$/);
+    };
+    for (const row of ['client -> backend, MB/s', 'backend -> client, MB/s', 'echo, MB/s', 'round trip p50, us', 'round trip p99, us', 'set-up rate, conn/s']) {
+      numeric(row, RELAYS);
+    }
+    for (const row of ['backend stops reading: held, MiB', 'client stops reading: held, MiB']) numeric(row, RELAYS);
+    const relays = RELAYS.slice(1);
+    for (const row of ['relay CPU per GB, client -> backend, ms', 'memory per idle connection at 20, KiB']) numeric(row, relays);
+    for (const row of ['1 download at once (mux: streams of one session), aggregate MB/s', '10 downloads at once: fairness (slowest / fastest)']) {
+      numeric(row, ['direct TCP', 'sockgate raw', 'sockgate mux']);
+    }
+    for (const row of ['in Chromium: page -> backend, MB/s (mux: the SDK)', 'in Chromium: backend -> page, MB/s (mux: the SDK)']) numeric(row, relays);
+    expect(out).toContain('Targets:');
+    expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
+  });
+});
