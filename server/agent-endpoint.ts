@@ -20,7 +20,7 @@ import type { GatewayLimits } from './config.js';
 import { startKeepalive, terminateAfter } from './keepalive.js';
 import { WsTransport, limitFrameSize } from './mux.js';
 import { StreamSocket } from './stream-socket.js';
-import { offeredSubprotocols, sendError } from './ws-util.js';
+import { offeredSubprotocols, releaseUpgradeRequest, sendError } from './ws-util.js';
 
 export interface AgentEndpointOptions {
   registry: AgentRegistry;
@@ -64,6 +64,7 @@ export function registerAgentEndpoint(app: FastifyInstance, opts: AgentEndpointO
       },
     },
     (socket, req) => {
+      releaseUpgradeRequest(socket, req);
       const entry = admitted.get(req.raw);
       if (!entry) return socket.terminate(); // not admitted: cannot happen past the hook
       runAgentSession(socket, entry, {

@@ -37,7 +37,7 @@ import { handleRawConnection, type RawContext } from './raw.js';
 import { LiveConfig, type LiveAdmitted } from './reload.js';
 import { admitUpgrade } from './admission.js';
 import type { Target } from './routes.js';
-import { offeredSubprotocols, sendError } from './ws-util.js';
+import { offeredSubprotocols, onWebSocketError, releaseUpgradeRequest, sendError } from './ws-util.js';
 
 export interface SockgatePluginOptions {
   /** A config from resolveConfig()/loadConfigFile(), or a plain object that is resolved (and checked) here. */
@@ -138,7 +138,8 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
   await app.register(fastifyWebsocket, {
     options: { maxPayload: limits.maxMessageBytes, handleProtocols: chooseSubprotocol },
     preClose: closeWebSockets,
-    errorHandler: onWebSocketError,
+    // A handler that throws; errors on an established WebSocket go to the listener releaseUpgradeRequest installs.
+    errorHandler: (err: Error, socket: WebSocket, req: FastifyRequest) => onWebSocketError(err, socket, req.log),
   });
 
   /** What admission decided for each upgrade request that passed, read back by the WebSocket handler. */
@@ -183,6 +184,7 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
       preValidation: async (req, reply) => (await gate(req, reply, req.params.route)) ?? (await agentAvailable(req, reply, req.params.route)),
     },
     (socket, req) => {
+      releaseUpgradeRequest(socket, req);
       const entry = admitted.get(req.raw);
       const route = live.config.routes.get(req.params.route);
       if (!entry || !route) return socket.terminate(); // not admitted (or a reload removed the route meanwhile)
@@ -204,6 +206,7 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
       },
     },
     (socket, req) => {
+      releaseUpgradeRequest(socket, req);
       const entry = admitted.get(req.raw);
       if (!entry) return socket.terminate();
       // The credential is checked again at each config reload; every OPEN asks the rules in force.
@@ -265,23 +268,6 @@ function warnAboutExposure(app: FastifyInstance, config: GatewayConfig): void {
   if (config.origins.includes('*')) {
     app.log.warn('origins lists "*": any web page may open sessions with its visitors\' network position');
   }
-}
-
-/**
- * @fastify/websocket's errorHandler. ws reports a client's protocol violation (oversized message, bad opcode,
- * invalid UTF-8: `WS_ERR_*`) as an 'error' after it has already started the close with the right code (1009,
- * 1002, ...): that is the client's fault, logged at debug so hostile input cannot flood the error log, and the
- * close is left to finish (the default handler's terminate() could cut off the close frame). Anything else is
- * our bug: logged as an error, and the connection terminated.
- */
-function onWebSocketError(err: Error, socket: WebSocket, req: FastifyRequest): void {
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
-    req.log.debug({ err: code, reason: err.message }, 'websocket protocol error from the client');
-    return;
-  }
-  req.log.error({ err }, 'websocket handler failed');
-  socket.terminate();
 }
 
 /** preClose for @fastify/websocket: 1001 to every client, a bounded wait, then terminate the rest. */

@@ -8,6 +8,8 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -22,9 +24,9 @@ import { startGateway, type TestGateway } from '../helpers/gateway.js';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Open a WebSocket; resolves with it, or with the HTTP status and body of a refused upgrade. */
-function upgrade(url: string, protocols?: string[]): Promise<{ ws?: WebSocket; status?: number; body?: string }> {
+function upgrade(url: string, protocols?: string[], headers?: Record<string, string>): Promise<{ ws?: WebSocket; status?: number; body?: string }> {
   return new Promise((resolvePromise, reject) => {
-    const ws = new WebSocket(url, protocols);
+    const ws = new WebSocket(url, protocols, headers && { headers });
     const timer = setTimeout(() => reject(new Error(`no answer from ${url}`)), 5000);
     ws.once('open', () => {
       clearTimeout(timer);
@@ -200,5 +202,46 @@ describe('lifecycle', () => {
     expect(typeof closed[0]!.ms).toBe('number');
     // Upgrades are not logged twice by Fastify's own request lines.
     expect(lines.filter((l) => l.msg === 'incoming request')).toHaveLength(0);
+  });
+});
+
+describe('memory held per idle session', () => {
+  /** The collector, reachable in a test process without --expose-gc. */
+  function collector(): () => void {
+    v8.setFlagsFromString('--expose-gc');
+    return runInNewContext('gc') as () => void;
+  }
+
+  it('an open raw, mux or agent session does not keep the HTTP request of its upgrade alive', async () => {
+    const token = 'memory-test-agent-token-0123456789';
+    const services = ['s0', 's1', 's2', 's3', 's4'];
+    gw = await startGateway({ routes: { echo: { target: 'builtin:echo' } }, allowAnonymous: true, auth: { agents: [{ name: 'a', token, services }] } });
+    const refs: WeakRef<IncomingMessage>[] = [];
+    gw.gateway.app.server.on('upgrade', (req: IncomingMessage) => refs.push(new WeakRef(req)));
+    const sockets: WebSocket[] = [];
+    for (const [path, protocols, headers] of [
+      ['/raw/echo', ['binary']],
+      ['/mux', [SUBPROTOCOL]],
+      ['/agent?services=', [SUBPROTOCOL], { authorization: `Bearer ${token}` }],
+    ] as const) {
+      for (let i = 0; i < 5; i++) {
+        const r = await upgrade(`${gw.wsUrl}${path}${path.endsWith('=') ? services[i] : ''}`, [...protocols], headers);
+        expect(r.ws, `${path}: HTTP ${r.status} ${r.body}`).toBeDefined();
+        sockets.push(r.ws!);
+      }
+    }
+    expect(refs).toHaveLength(15);
+    const gc = collector();
+    // deref() keeps its target alive until the current job ends: collect only in turns where nothing was deref'd.
+    const alive = async (): Promise<number[]> => {
+      await new Promise((r) => setTimeout(r, 10));
+      gc();
+      await new Promise((r) => setTimeout(r, 10));
+      return refs.flatMap((r, i) => (r.deref() !== undefined ? [i] : []));
+    };
+    for (let round = 0; round < 5 && (await alive()).length > 0; round++);
+    expect(await alive()).toEqual([]);
+    for (const ws of sockets) expect(ws.readyState).toBe(WebSocket.OPEN); // still open: only the request went
+    await Promise.all(sockets.map(closeWs));
   });
 });
