@@ -216,9 +216,10 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 
     all.check();
     const moved = all.got.map((n, i) => n - before[i]);
     if (Math.max(...moved) === 0) throw new Error(`no transfer moved a byte in ${fairMs} ms`);
-    return Math.min(...moved) / Math.max(...moved);
+    const total = moved.reduce((a, b) => a + b, 0);
+    return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / (fairMs / 1000) };
   });
-  return { aggregate, fairness };
+  return { aggregate, ...fairness };
 }
 
 /**

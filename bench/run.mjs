@@ -228,7 +228,8 @@ async function steadySections() {
             const r = await runClient({ task: 'parallel', target: inst.target, streams, bytes: BYTES });
             sample(relay.key, `mux${streams}`, r.aggregate);
             if (streams > 1) sample(relay.key, `fair${streams}`, r.fairness);
-            log(`${relay.key}: ${streams} at once ${r.aggregate.toFixed(0)} MB/s${streams > 1 ? `, fairness ${r.fairness.toFixed(2)}` : ''}`);
+            if (streams > 1) sample(relay.key, `steady${streams}`, r.steady);
+            log(`${relay.key}: ${streams} at once ${r.aggregate.toFixed(0)} MB/s${streams > 1 ? `, fairness ${r.fairness.toFixed(2)}, steady state ${r.steady.toFixed(0)} MB/s` : ''}`);
           } catch (err) {
             note(relay.key, `mux${streams}`, `failed: ${errText(err)}`);
             log(`${relay.key} ${streams} streams failed: ${errText(err)}`);
@@ -472,6 +473,7 @@ const ROWS = [
   ['bpClientHeld', 'client stops reading: held, MiB', 1, 'backpressure'],
   ['bpClientGrowth', 'client stops reading: relay memory growth, MiB', 1, 'backpressure'],
   ...MUX_STREAMS.map((n) => [`mux${n}`, `${n} download${n > 1 ? 's' : ''} at once (mux: streams of one session), aggregate MB/s`, 0, 'mux', (r) => r.mux || r.parallel]),
+  ...MUX_STREAMS.filter((n) => n > 1).map((n) => [`steady${n}`, `${n} downloads at once: steady state (1 s, all running), aggregate MB/s`, 0, 'mux', (r) => r.mux || r.parallel]),
   ...MUX_STREAMS.filter((n) => n > 1).map((n) => [`fair${n}`, `${n} downloads at once: fairness (slowest / fastest)`, 2, 'mux', (r) => r.mux || r.parallel]),
   ['bup', 'in Chromium: page -> backend, MB/s (mux: the SDK)', 0, 'browser', (r) => r.ws],
   ['bdown', 'in Chromium: backend -> page, MB/s (mux: the SDK)', 0, 'browser', (r) => r.ws],

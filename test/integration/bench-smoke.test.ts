@@ -60,7 +60,11 @@ describe('npm run bench, at toy sizes', () => {
     for (const row of ['backend stops reading: held, MiB', 'client stops reading: held, MiB']) numeric(row, RELAYS);
     const relays = RELAYS.slice(1);
     for (const row of ['relay CPU per GB, client -> backend, ms', 'memory per idle connection at 20, KiB']) numeric(row, relays);
-    for (const row of ['1 download at once (mux: streams of one session), aggregate MB/s', '10 downloads at once: fairness (slowest / fastest)']) {
+    for (const row of [
+      '1 download at once (mux: streams of one session), aggregate MB/s',
+      '10 downloads at once: steady state (1 s, all running), aggregate MB/s',
+      '10 downloads at once: fairness (slowest / fastest)',
+    ]) {
       numeric(row, ['direct TCP', 'sockgate raw', 'sockgate mux']);
     }
     for (const row of ['in Chromium: page -> backend, MB/s (mux: the SDK)', 'in Chromium: backend -> page, MB/s (mux: the SDK)']) numeric(row, relays);
