@@ -60,7 +60,10 @@ export function onWebSocketError(err: Error, socket: WebSocket, log: FastifyBase
  */
 export function releaseUpgradeRequest(socket: WebSocket, req: FastifyRequest): void {
   const log = req.log;
-  for (const listener of socket.listeners('error')) socket.removeListener('error', listener as (err: Error) => void);
+  // @fastify/websocket adds its listener right before calling the handler, after the server's 'connection' event
+  // (where an embedding app may have added its own): the last one is the library's.
+  const library = socket.listeners('error').at(-1) as ((err: Error) => void) | undefined;
+  if (library) socket.removeListener('error', library);
   socket.on('error', (err: Error) => onWebSocketError(err, socket, log));
   const tcp = req.raw.socket as Socket & { _httpMessage?: ServerResponse | null };
   tcp._httpMessage?.detachSocket(tcp);

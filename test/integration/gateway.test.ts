@@ -240,7 +240,22 @@ describe('memory held per idle session', () => {
     };
     for (let round = 0; round < 5 && (await alive()).length > 0; round++);
     expect(await alive()).toEqual([]);
-    for (const ws of sockets) expect(ws.readyState).toBe(WebSocket.OPEN); // still open: only the request went
+    // Still open on both ends: only the requests went.
+    expect(gw.gateway.app.websocketServer.clients.size).toBe(15);
+    for (const ws of sockets) expect(ws.readyState).toBe(WebSocket.OPEN);
     await Promise.all(sockets.map(closeWs));
+  });
+
+  it("keeps an embedding app's own 'error' listeners on the WebSocket, and replaces only the library's", async () => {
+    gw = await startGateway({ routes: { echo: { target: 'builtin:echo' } }, allowAnonymous: true });
+    const mine = (): void => {};
+    gw.gateway.app.websocketServer.on('connection', (ws: WebSocket) => ws.on('error', mine));
+    const r = await upgrade(`${gw.wsUrl}/raw/echo`, ['binary']);
+    const [server] = [...gw.gateway.app.websocketServer.clients] as WebSocket[];
+    const listeners = server!.listeners('error');
+    expect(listeners[0]).toBe(mine);
+    // @fastify/websocket's own (which holds the request) is gone: it is the one that calls its errorHandler.
+    expect(listeners.filter((l) => String(l).includes('errorHandler.call'))).toEqual([]);
+    await closeWs(r.ws!);
   });
 });
