@@ -2,9 +2,9 @@
  * The benchmark harness end to end (`node bench/run.mjs`), at toy sizes: every section against direct TCP, the bare
  * bridge and sockgate raw and mux, so a change that breaks a probe, a relay launcher or the report shows here
  * rather than at the next full run. The figures themselves mean nothing at these sizes and are not checked;
- * that each cell got a number is (a transfer that fails its byte check leaves an error in its cell instead).
+ * that the cells below got a number is (a transfer that fails its byte check leaves an error in its cell instead).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -15,11 +15,24 @@ const RELAYS = ['direct TCP', 'bare ws+net bridge', 'sockgate raw', 'sockgate mu
 
 describe('npm run bench, at toy sizes', () => {
   const dir = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-smoke-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  let child: ChildProcess | undefined;
+  let closed: Promise<number | null> | undefined;
+  afterAll(async () => {
+    // Interrupted or timed out: stop the harness (it stops its relays on exit) before removing its directory.
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const kill = setTimeout(() => child?.kill('SIGKILL'), 5000);
+      await closed;
+      clearTimeout(kill);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
 
-  it('runs every section and reports a number in every cell it measures', { timeout: 300_000 }, async () => {
+  it('runs every section and reports a number in every cell it checks', { timeout: 300_000 }, async () => {
+    // The developer's own BENCH_* settings (sections, variants, profiles) must not change what runs here.
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_')));
     const env = {
-      ...process.env,
+      ...inherited,
       BENCH_RESULTS_DIR: dir,
       BENCH_MB: '4',
       BENCH_WARMUP_MB: '1',
@@ -31,13 +44,16 @@ describe('npm run bench, at toy sizes', () => {
       BENCH_MUX_STREAMS: '1,10',
       BENCH_BROWSER_MB: '2',
     };
-    const child = spawn(process.execPath, [join(root, 'bench/run.mjs'), '--only', 'direct,bare,sockgate-raw,sockgate-mux'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = spawn(process.execPath, [join(root, 'bench/run.mjs'), '--only', 'direct,bare,sockgate-raw,sockgate-mux'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child = run;
+    // 'close', not 'exit': the report is the last thing printed, and stdout may still be draining at 'exit'.
+    closed = new Promise<number | null>((r) => run.once('close', r));
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d));
-    child.stderr.on('data', (d: Buffer) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGTERM'), 280_000);
-    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    run.stdout.on('data', (d: Buffer) => (out += d));
+    run.stderr.on('data', (d: Buffer) => (err += d));
+    const timer = setTimeout(() => run.kill('SIGTERM'), 280_000);
+    const code = await closed;
     clearTimeout(timer);
     expect(code, err.slice(-4000)).toBe(0);
 
