@@ -13,8 +13,11 @@ const ROUTES = ['sink', 'source', 'echo', 'hold', 'flood'];
 const KEEP_OUTPUT = 16 * 1024;
 
 const running = new Set();
+/** Gateways' config directories, removed when their gateway exits, or by stopAll() if the harness goes first. */
+const configDirs = new Set();
 export function stopAll() {
   for (const child of running) killGroup(child, 'SIGKILL');
+  for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
 }
 
 function killGroup(child, signal) {
@@ -157,6 +160,7 @@ export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
     const gateway = async (backendPorts, label) => {
       const port = await freePort();
       const dir = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-'));
+      configDirs.add(dir);
       const config = join(dir, 'config.json');
       const routes = Object.fromEntries(Object.entries(backendPorts).map(([b, p]) => [b, { target: `tcp://127.0.0.1:${p}` }]));
       // The memory probe holds up to 8,000 sessions from 127.0.0.1; the defaults allow 100 per address.
@@ -167,7 +171,10 @@ export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
       const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${label}${suffix}-${Date.now()}.cpuprofile`] : [];
       const cli = join(dist, 'server/cli.js');
       const child = launch(process.execPath, [...prof, cli, 'serve', '--config', config]);
-      child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+      child.once('exit', () => {
+        rmSync(dir, { recursive: true, force: true });
+        configDirs.delete(dir);
+      });
       await waitPort(port, child);
       return { port, child };
     };
