@@ -12,8 +12,6 @@ import { Buffer } from 'node:buffer';
 import net from 'node:net';
 import { FILLER, MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
 
-/** What the flood writes: filler, nobody checks it. */
-
 function withLength(socket, onLength) {
   let head = Buffer.alloc(0);
   const onData = (c) => {

@@ -208,7 +208,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 
     return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
   });
   if (streams === 1) return { aggregate };
-  const fairness = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
+  const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
     const before = [...all.got];
@@ -221,7 +221,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 
     const total = moved.reduce((a, b) => a + b, 0);
     return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / seconds };
   });
-  return { aggregate, ...fairness };
+  return { aggregate, ...steadyState };
 }
 
 /**
@@ -256,7 +256,8 @@ async function downloads(target, streams, each, measure) {
   const finished = Promise.all(finishes);
   finished.catch(() => {});
   try {
-    for (const conn of conns) await conn.write(lengthHeader(each));
+    const header = lengthHeader(each);
+    for (const conn of conns) await conn.write(header);
     return await measure({
       got,
       started,

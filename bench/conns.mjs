@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
-
 export function lengthHeader(n) {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(BigInt(n));

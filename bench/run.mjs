@@ -227,8 +227,10 @@ async function steadySections() {
           try {
             const r = await runClient({ task: 'parallel', target: inst.target, streams, bytes: BYTES });
             sample(relay.key, `mux${streams}`, r.aggregate);
-            if (streams > 1) sample(relay.key, `fair${streams}`, r.fairness);
-            if (streams > 1) sample(relay.key, `steady${streams}`, r.steady);
+            if (streams > 1) {
+              sample(relay.key, `fair${streams}`, r.fairness);
+              sample(relay.key, `steady${streams}`, r.steady);
+            }
             log(`${relay.key}: ${streams} at once ${r.aggregate.toFixed(0)} MB/s${streams > 1 ? `, fairness ${r.fairness.toFixed(2)}, steady state ${r.steady.toFixed(0)} MB/s` : ''}`);
           } catch (err) {
             note(relay.key, `mux${streams}`, `failed: ${errText(err)}`);
