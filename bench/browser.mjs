@@ -6,10 +6,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from './chromium.mjs';
 import { MESSAGE, PERIOD, fillPattern } from './pattern.mjs';
 
-export const CHROMIUM_PATH = '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
+/** Past a transfer's own deadline (enforced in the page), how long its clean-up may take before Node gives up. */
+const CLEANUP_MARGIN_MS = 10_000;
 
 /**
  * A page server on 127.0.0.1 and a Chromium page loaded from it (a page from the network, not page.route():
@@ -25,13 +26,26 @@ export async function openBrowserBench(port = 0) {
       res.writeHead(200, { 'content-type': 'text/javascript' }).end(readFileSync(join(url.searchParams.get('dist'), 'browser/sockgate.js')));
     } else res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>sockgate bench</title>');
   });
-  await new Promise((r) => server.listen(port, '127.0.0.1', r));
-  const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: ARGS });
-  const page = await browser.newPage();
+  // The port was chosen free minutes ago: if it is taken now, that is this section's error, not the process's.
+  await new Promise((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', resolve));
+  let browser;
+  const close = async () => {
+    await browser?.close();
+    await new Promise((r) => server.close(r));
+  };
+  let page;
+  try {
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: [...CHROMIUM_ARGS] });
+    page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await page.evaluate(PAGE_SETUP, { MESSAGE, PERIOD, fill: fillPattern.toString() });
+  } catch (err) {
+    await close().catch(() => {});
+    throw err;
+  }
   const origin = `http://127.0.0.1:${server.address().port}`;
-  await page.goto(`${origin}/`);
-  await page.evaluate(PAGE_SETUP, { MESSAGE, PERIOD, fill: fillPattern.toString() });
+  /** Builds whose SDK bundle the page has imported (into globalThis.sdks, by dist). */
   const sdks = new Set();
   return {
     /**
@@ -41,19 +55,21 @@ export async function openBrowserBench(port = 0) {
      */
     async transfer(target, phase, bytes, timeoutMs) {
       if (target.kind === 'mux' && !sdks.has(target.dist)) {
-        await page.evaluate(async (src) => (globalThis.sdk = await import(src)), `${origin}/sockgate.js?dist=${encodeURIComponent(target.dist)}`);
+        const src = `${origin}/sockgate.js?dist=${encodeURIComponent(target.dist)}`;
+        await page.evaluate(async ({ dist, src }) => ((globalThis.sdks ??= {})[dist] = await import(src)), { dist: target.dist, src });
         sdks.add(target.dist);
       }
       const route = phase === 'down' ? 'source' : 'sink';
-      const args = { phase, bytes, timeoutMs, mux: target.kind === 'mux', url: target.kind === 'mux' ? target.url : target.urls[route], protocols: target.protocols ?? [], route };
-      const r = await page.evaluate(PAGE_TRANSFER, args);
+      const mux = target.kind === 'mux';
+      const args = { phase, bytes, timeoutMs, dist: mux ? target.dist : undefined, url: mux ? target.url : target.urls[route], protocols: target.protocols ?? [], route };
+      // The page enforces timeoutMs itself; this only stops a page that never answers (its clean-up hung).
+      let timer;
+      const stuck = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${phase}: the page did not answer`)), timeoutMs + CLEANUP_MARGIN_MS)));
+      const r = await Promise.race([page.evaluate(PAGE_TRANSFER, args), stuck]).finally(() => clearTimeout(timer));
       if (r.error) throw new Error(r.error);
       return r.mbs;
     },
-    async close() {
-      await browser.close();
-      await new Promise((r) => server.close(r));
-    },
+    close,
   };
 }
 
@@ -86,107 +102,106 @@ const PAGE_SETUP = ({ MESSAGE, PERIOD, fill }) => {
   };
 };
 
-/** In the page: one transfer (see transfer()). Returns { mbs } or { error }. */
-const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, mux, url, protocols, route }) => {
+/**
+ * In the page: one transfer (see transfer()). Returns { mbs } or { error }. The connection is the page's own
+ * WebSocket (raw mode) or an SDK socket (mux, `dist` names the build), behind one small shape; the whole transfer,
+ * opening included, races one deadline, and whatever was opened is closed however it ended.
+ */
+const PAGE_TRANSFER = async ({ phase, bytes, timeoutMs, dist, url, protocols, route }) => {
   const { MESSAGE, patternAt, checker } = globalThis.bench;
-  const header = new Uint8Array(8);
-  new DataView(header.buffer).setBigUint64(0, BigInt(bytes));
+
+  /** { opened, send(chunk) (waits while the connection is backed up), receive(onChunk, onEnd), isOpen(), close() } */
+  const connect = () => {
+    if (dist === undefined) {
+      const ws = new globalThis.WebSocket(url, protocols); // the page's (this function runs in Chromium)
+      ws.binaryType = 'arraybuffer';
+      return {
+        opened: new Promise((resolve, reject) => ((ws.onopen = resolve), (ws.onerror = () => reject(new Error('WebSocket failed'))))),
+        async send(chunk) {
+          // A browser WebSocket has no drain event: while more than 4 MiB is queued, yield.
+          while (ws.bufferedAmount > 4 * 1024 * 1024 && ws.readyState === ws.OPEN) await new Promise((r) => setTimeout(r, 0));
+          ws.send(chunk);
+        },
+        receive(onChunk, onEnd) {
+          ws.onmessage = (e) => onChunk(new Uint8Array(e.data));
+          ws.onclose = onEnd;
+        },
+        isOpen: () => ws.readyState === ws.OPEN,
+        close: async () => ws.close(),
+      };
+    }
+    const session = globalThis.sdks[dist].openSession(url);
+    const socket = session.then((s) => s.connect(route));
+    const streams = socket.then((s) => s.opened);
+    const writer = streams.then(({ writable }) => writable.getWriter());
+    writer.catch(() => {}); // a failed open is run()'s to report
+    let open = true;
+    return {
+      opened: streams,
+      async send(chunk) {
+        const w = await writer;
+        await w.ready;
+        // The pattern is never written to, so a view of it is safe to hand over.
+        w.write(chunk).catch(() => {});
+      },
+      receive(onChunk, onEnd) {
+        (async () => {
+          const reader = (await streams).readable.getReader();
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            onChunk(value);
+          }
+        })().then(onEnd, onEnd);
+      },
+      isOpen: () => open,
+      async close() {
+        open = false;
+        await socket.then((s) => s.reset()).catch(() => {});
+        await session.then((s) => s.close()).catch(() => {});
+      },
+    };
+  };
+
+  const conn = connect();
+  const run = async () => {
+    await conn.opened;
+    const header = new Uint8Array(8);
+    new DataView(header.buffer).setBigUint64(0, BigInt(bytes));
+    const t0 = performance.now();
+    await conn.send(header);
+    if (phase === 'down') {
+      const check = checker();
+      await new Promise((resolve) =>
+        conn.receive((chunk) => {
+          check.update(chunk);
+          if (check.received >= bytes || check.error) resolve();
+        }, resolve),
+      );
+      if (check.error || check.received < bytes) return { error: check.error ?? `only ${check.received} bytes arrived` };
+    } else {
+      let reply = '';
+      const decoder = new TextDecoder();
+      const replied = new Promise((resolve) =>
+        conn.receive((chunk) => {
+          reply += decoder.decode(chunk);
+          if (reply.length >= 64) resolve();
+        }, resolve),
+      );
+      for (let sent = 0; sent < bytes && conn.isOpen(); sent += MESSAGE) await conn.send(patternAt(sent, Math.min(MESSAGE, bytes - sent)));
+      await replied;
+      if (reply.trim() !== 'ok') return { error: `the sink says ${reply.trim()}` };
+    }
+    return { mbs: bytes / 1e6 / ((performance.now() - t0) / 1000) };
+  };
   let timer;
   const deadline = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${phase} timed out after ${timeoutMs} ms`)), timeoutMs)));
   try {
-    if (mux) {
-      const session = await globalThis.sdk.openSession(url);
-      try {
-        const socket = session.connect(route);
-        const { readable, writable } = await socket.opened;
-        const writer = writable.getWriter();
-        const reader = readable.getReader();
-        const t0 = performance.now();
-        await writer.write(header);
-        if (phase === 'down') {
-          const check = checker();
-          const reading = (async () => {
-            while (check.received < bytes && !check.error) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              check.update(value);
-            }
-          })();
-          reading.catch(() => {}); // after a timeout the session closes under it
-          await Promise.race([reading, deadline]);
-          if (check.error || check.received < bytes) return { error: check.error ?? `only ${check.received} bytes arrived` };
-        } else {
-          const sending = (async () => {
-            for (let sent = 0; sent < bytes; sent += MESSAGE) {
-              await writer.ready;
-              // The pattern is never written to, so a view of it is safe to hand over.
-              writer.write(patternAt(sent, Math.min(MESSAGE, bytes - sent))).catch(() => {});
-            }
-            let reply = '';
-            const decoder = new TextDecoder();
-            while (reply.length < 64) {
-              const { value, done } = await reader.read();
-              if (done) break;
-              reply += decoder.decode(value);
-            }
-            return reply.trim();
-          })();
-          sending.catch(() => {}); // after a timeout the session closes under it
-          const reply = await Promise.race([sending, deadline]);
-          if (reply !== 'ok') return { error: `the sink says ${reply}` };
-        }
-        const mbs = bytes / 1e6 / ((performance.now() - t0) / 1000);
-        socket.reset();
-        return { mbs };
-      } finally {
-        await session.close().catch(() => {});
-      }
-    }
-    const ws = new globalThis.WebSocket(url, protocols); // the page's (this function runs in Chromium)
-    ws.binaryType = 'arraybuffer';
-    await Promise.race([new Promise((resolve, reject) => ((ws.onopen = resolve), (ws.onerror = () => reject(new Error('WebSocket failed'))))), deadline]);
-    try {
-      const t0 = performance.now();
-      ws.send(header);
-      if (phase === 'down') {
-        const check = checker();
-        const reading = new Promise((resolve) => {
-          ws.onmessage = (e) => {
-            check.update(new Uint8Array(e.data));
-            if (check.received >= bytes || check.error) resolve();
-          };
-          ws.onclose = resolve;
-        });
-        await Promise.race([reading, deadline]);
-        if (check.error || check.received < bytes) return { error: check.error ?? `only ${check.received} bytes arrived` };
-      } else {
-        let reply = '';
-        const decoder = new TextDecoder();
-        const replied = new Promise((resolve) => {
-          ws.onmessage = (e) => {
-            reply += decoder.decode(new Uint8Array(e.data));
-            if (reply.length >= 64) resolve();
-          };
-          ws.onclose = resolve;
-        });
-        const sending = (async () => {
-          for (let sent = 0; sent < bytes && ws.readyState === ws.OPEN; sent += MESSAGE) {
-            // A browser WebSocket has no drain event: while more than 4 MiB is queued, yield.
-            while (ws.bufferedAmount > 4 * 1024 * 1024 && ws.readyState === ws.OPEN) await new Promise((r) => setTimeout(r, 0));
-            ws.send(patternAt(sent, Math.min(MESSAGE, bytes - sent)));
-          }
-          await replied;
-        })();
-        await Promise.race([sending, deadline]);
-        if (reply.trim() !== 'ok') return { error: `the sink says ${reply.trim()}` };
-      }
-      return { mbs: bytes / 1e6 / ((performance.now() - t0) / 1000) };
-    } finally {
-      ws.close();
-    }
+    return await Promise.race([run(), deadline]);
   } catch (err) {
     return { error: String(err?.message ?? err) };
   } finally {
     clearTimeout(timer);
+    await conn.close(); // a loop still running after a timeout stops on the closed connection
   }
 };

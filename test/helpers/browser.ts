@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-
-export const CHROMIUM_PATH = '/usr/bin/chromium';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../../bench/chromium.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -19,17 +18,6 @@ export function requireBuilt(): void {
     if (!existsSync(join(root, file))) throw new Error(`${file} is missing: run \`npm run build\` before the browser tests`);
   }
 }
-
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--no-first-run',
-];
 
 export interface BrowserSession {
   context: BrowserContext;
@@ -57,7 +45,7 @@ export async function launchBrowser(): Promise<BrowserSession> {
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM_PATH,
       headless: true,
-      args: ARGS,
+      args: [...CHROMIUM_ARGS],
       timeout: 30_000,
     });
   } catch (err) {
