@@ -51,8 +51,8 @@ async function receiveAll(conn, bytes, what) {
   };
 }
 
-async function download(target, bytes) {
-  const conn = await openConn(target, 'source');
+async function download(target, bytes, options) {
+  const conn = await openConn(target, 'source', options);
   const finish = await receiveAll(conn, bytes, 'download');
   const t0 = performance.now();
   await conn.write(lengthHeader(bytes));
@@ -99,10 +99,11 @@ async function roundTrip(target, rounds) {
 }
 
 /** `phases` (for profiling one direction at a time) leaves the other results at 0. */
-async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'echo', 'rtt'] }) {
-  const r = { up: 0, down: 0, echo: 0, p50: 0, p99: 0 };
+async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'] }) {
+  const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
   if (phases.includes('up')) r.up = await upload(target, bytes);
   if (phases.includes('down')) r.down = await download(target, bytes);
+  if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await download(target, bytes, { lean: true });
   if (phases.includes('echo')) r.echo = await echo(target, bytes);
   if (phases.includes('rtt')) Object.assign(r, await roundTrip(target, rttRounds));
   return r;

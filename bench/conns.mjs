@@ -10,6 +10,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
+import { Delivery, READ_BUFFER, leanWsConn } from './lean-ws.mjs';
 
 export function lengthHeader(n) {
   const b = Buffer.alloc(8);
@@ -21,14 +22,27 @@ export function lengthHeader(n) {
 const WS_HIGH = 4 * 1024 * 1024;
 const WS_LOW = 1024 * 1024;
 
-export async function tcpConn(port) {
-  const socket = net.connect(port, '127.0.0.1');
+/**
+ * `lean`: read into one reused buffer (`onread`) instead of a fresh one per read, as lean-ws.mjs does; the bytes
+ * given to onData are then valid only during the call.
+ */
+export async function tcpConn(port, { lean = false } = {}) {
+  const delivery = new Delivery();
+  const read = (n, buf) => {
+    try {
+      delivery.push(buf.subarray(0, n));
+    } catch (err) {
+      socket.destroy(err);
+    }
+  };
+  const socket = net.connect({ port, host: '127.0.0.1', onread: lean ? { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: read } : undefined });
   socket.setNoDelay(true);
   await new Promise((r, j) => socket.once('connect', r).once('error', j));
   socket.on('error', () => {});
   return {
     onData(fn) {
-      socket.on('data', fn);
+      if (lean) delivery.set(fn);
+      else socket.on('data', fn);
     },
     async write(buf) {
       if (!socket.write(buf)) await new Promise((r) => socket.once('drain', r).once('close', r));
@@ -175,14 +189,15 @@ export async function muxLiteConn(url, route, { dist }) {
 /**
  * Open a connection to a route through a relay target (see relays.mjs):
  *   { kind: 'tcp', ports: { route: port } } | { kind: 'ws', urls: { route: url }, protocols }
- *   { kind: 'mux', url, dist }; `lite` picks muxLiteConn for mux.
+ *   { kind: 'mux', url, dist }; `lite` picks muxLiteConn for mux; `lean` the reused-buffer readers of
+ *   lean-ws.mjs (WebSockets) and tcpConn (TCP), whose bytes are valid only during the onData call.
  */
-export function openConn(target, route, { lite = false } = {}) {
+export function openConn(target, route, { lite = false, lean = false } = {}) {
   switch (target.kind) {
     case 'tcp':
-      return tcpConn(target.ports[route]);
+      return tcpConn(target.ports[route], { lean });
     case 'ws':
-      return wsConn(target.urls[route], target.protocols);
+      return (lean ? leanWsConn : wsConn)(target.urls[route], target.protocols);
     case 'mux':
       return lite ? muxLiteConn(target.url, route, target) : muxConn(target.url, route, target);
     default:

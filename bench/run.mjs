@@ -4,7 +4,7 @@
 //   BENCH_QUICK=1 npm run bench                     smoke run (about 2 minutes)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
-// Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,echo,rtt"), BENCH_RTT_ROUNDS,
+// Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,downLean,echo,rtt"), BENCH_RTT_ROUNDS,
 // BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
@@ -56,8 +56,11 @@ const VARIANTS = (process.env.BENCH_VARIANTS ?? '')
 const PROFILE_DIR = process.env.BENCH_PROFILE;
 /** Where each run's samples go, as JSON (bench/results, which git ignores). */
 const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? join(root, 'bench/results');
-/** Throughput phases to run (all by default; one for profiling): up, down, echo, rtt. */
-const PHASES = (process.env.BENCH_PHASES ?? 'up,down,echo,rtt').split(',');
+/**
+ * Throughput phases to run (all by default; one for profiling): up, down, downLean (the download again, through the
+ * lean client of bench/lean-ws.mjs; not for mux, whose client is the SDK), echo, rtt.
+ */
+const PHASES = (process.env.BENCH_PHASES ?? 'up,down,downLean,echo,rtt').split(',');
 const STEP_TIMEOUT_MS = 120_000;
 
 const t0 = performance.now();
@@ -187,6 +190,7 @@ async function steadySections() {
       await each('throughput', async (relay, inst) => {
         // One client process per phase, so the relay's CPU time can be read around each.
         for (const phase of PHASES) {
+          if (phase === 'downLean' && relay.mux) continue;
           try {
             const cpu0 = treeCpuMs(inst.pids);
             const r = await runClient({ task: 'throughput', target: inst.target, bytes: BYTES, rttRounds: RTT_ROUNDS, phases: [phase] }, undefined, `${phase}-${relay.key}`);
@@ -204,7 +208,10 @@ async function steadySections() {
           }
         }
         const v = (m) => results[relay.key][m]?.at?.(-1)?.toFixed(0) ?? '-';
-        log(`${relay.key}: up ${v('up')} down ${v('down')} echo ${v('echo')} MB/s, p50 ${v('p50')} p99 ${v('p99')} us; relay CPU ms/GB ${v('cpu-up')} / ${v('cpu-down')} / ${v('cpu-echo')}`);
+        log(
+          `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s, p50 ${v('p50')} p99 ${v('p99')} us; ` +
+            `relay CPU ms/GB ${v('cpu-up')} / ${v('cpu-down')} (lean ${v('cpu-downLean')}) / ${v('cpu-echo')}`,
+        );
       });
     }
     if (SECTIONS.includes('setup')) {
@@ -462,11 +469,13 @@ const value = (key, metric) => {
 const ROWS = [
   ['up', 'client -> backend, MB/s', 0, 'throughput'],
   ['down', 'backend -> client, MB/s', 0, 'throughput'],
+  ['downLean', 'backend -> client, lean client, MB/s', 0, 'throughput', (r) => !r.mux],
   ['echo', 'echo, MB/s', 0, 'throughput'],
   ['p50', 'round trip p50, us', 0, 'throughput'],
   ['p99', 'round trip p99, us', 0, 'throughput'],
   ['cpu-up', 'relay CPU per GB, client -> backend, ms', 0, 'throughput', (r) => r.key !== 'direct'],
   ['cpu-down', 'relay CPU per GB, backend -> client, ms', 0, 'throughput', (r) => r.key !== 'direct'],
+  ['cpu-downLean', 'relay CPU per GB, backend -> client, lean client, ms', 0, 'throughput', (r) => r.key !== 'direct' && !r.mux],
   ['cpu-echo', 'relay CPU per GB, echo (both ways), ms', 0, 'throughput', (r) => r.key !== 'direct'],
   ['setup', 'set-up rate, conn/s', 0, 'setup'],
   ...CONN_LEVELS.map((n) => [`mem${n}`, `memory per idle connection at ${n}, KiB`, 1, 'memory', (r) => r.ws]),
@@ -519,7 +528,10 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   if (!results[raw] && !results[mux]) continue;
   if (suffix) targets.push(`\nBuild ${suffix.slice(1)}:`);
   ratioTarget('raw upload vs websockify', raw, 'websockify', 'up', 1.5);
-  ratioTarget('raw download vs websockify', raw, 'websockify', 'down', 1.2);
+  // Judged with the lean client: through ws, the client process is the ceiling for both (docs/BENCHMARKS.md).
+  ratioTarget('raw download vs websockify (lean client)', raw, 'websockify', 'downLean', 1.2);
+  const [wsRaw, wsPeer] = [value(raw, 'down'), value('websockify', 'down')];
+  if (wsRaw !== undefined && wsPeer !== undefined) targets.push(`- [info] raw download vs websockify through the ws client: ${(wsRaw / wsPeer).toFixed(2)}x`);
   ratioTarget('raw echo vs websockify', raw, 'websockify', 'echo', 1.5);
   ratioTarget('raw round trip p50 vs websockify', raw, 'websockify', 'p50', 1.0, '<=');
   for (const key of [raw, mux]) {

@@ -74,6 +74,9 @@ describe('npm run bench, at toy sizes', () => {
       numeric(row, RELAYS);
     }
     for (const row of ['backend stops reading: held, MiB', 'client stops reading: held, MiB']) numeric(row, RELAYS);
+    // The lean client reads raw WebSockets and TCP; mux goes through the SDK, so its cell is '-'.
+    numeric('backend -> client, lean client, MB/s', RELAYS.slice(0, 3));
+    expect(rows.get('backend -> client, lean client, MB/s')![3]).toBe('-');
     const relays = RELAYS.slice(1);
     for (const row of ['relay CPU per GB, client -> backend, ms', 'memory per idle connection at 20, KiB']) numeric(row, relays);
     for (const row of [
