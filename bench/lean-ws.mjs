@@ -1,5 +1,5 @@
-// A receive-only-minded WebSocket client for the download measurement, that costs the client process as little
-// as a WebSocket can: it reads its socket into one reused buffer (`onread`) and hands each frame's payload to the
+// The lean client: a WebSocket client for the download measurement that costs its process as little as a
+// WebSocket can. It reads its socket into one reused buffer (`onread`) and hands each frame's payload to the
 // caller as a view into that buffer, frame by frame, without reassembling messages. `ws` allocates a buffer per
 // socket read and copies each message together; at a gigabyte a second that took the client about 0.9 s of CPU
 // per GiB, a whole core, so every relay measured the client's ceiling instead of its own (docs/BENCHMARKS.md).
