@@ -2,7 +2,8 @@
 // Prints one JSON line { sink, source, echo, hold, flood } with the TCP ports, then serves until killed.
 //   sink:   reads an 8-byte big-endian length, then that many bytes, checked against the pattern (pattern.mjs);
 //           answers 64 characters: `ok` or where the bytes first differ, padded with spaces.
-//   source: reads an 8-byte big-endian length, then writes that many pattern bytes.
+//   source: reads an 8-byte big-endian length, then writes that many pattern bytes, at most SOURCE_TURN_BYTES
+//           at a time before the other connections get a turn.
 //   echo:   writes back what it reads.
 //   hold:   accepts and never reads (the backpressure probe "backend stops reading").
 //   flood:  writes FLOOD_BYTES (argv[2], default 512 MiB) as fast as the kernel takes them, from the first moment
@@ -39,15 +40,24 @@ const sink = net.createServer((socket) => {
   });
 });
 
+/**
+ * Bytes the source writes to one connection before it lets the others have a turn. Without a limit, each
+ * connection took all the kernel would buffer (several MB) before the next was served, so with 100 connections
+ * asking at once the last one's first byte came 130-160 ms after the first, even over direct TCP.
+ */
+const SOURCE_TURN_BYTES = 256 * 1024;
+
 const source = net.createServer((socket) => {
   socket.on('error', () => {});
   withLength(socket, (n) => {
     let sent = 0;
     const pump = () => {
-      while (sent < n) {
+      for (let turn = 0; sent < n; ) {
+        if (turn >= SOURCE_TURN_BYTES) return void setImmediate(pump);
         const k = Math.min(n - sent, MESSAGE);
         const piece = patternAt(sent, k);
         sent += k;
+        turn += k;
         if (!socket.write(piece)) return void socket.once('drain', pump);
       }
     };
