@@ -11,6 +11,7 @@
 //           { flood: 'stats' } answers { connected, accepted }: the bytes the kernel took on the latest one.
 import { Buffer } from 'node:buffer';
 import net from 'node:net';
+import { setImmediate } from 'node:timers';
 import { FILLER, MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
 
 function withLength(socket, onLength) {
