@@ -98,14 +98,22 @@ async function roundTrip(target, rounds) {
   return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
 }
 
-/** `phases` (for profiling one direction at a time) leaves the other results at 0. */
-async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'] }) {
+/**
+ * `phases` (for profiling one direction at a time) leaves the other results at 0. `reportCpu` adds this process's
+ * CPU over the phases, { user, system } in ms (bench/cpu-probe.mjs).
+ */
+async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false }) {
   const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
+  const cpu0 = process.cpuUsage();
   if (phases.includes('up')) r.up = await upload(target, bytes);
   if (phases.includes('down')) r.down = await download(target, bytes);
   if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await download(target, bytes, { lean: true });
   if (phases.includes('echo')) r.echo = await echo(target, bytes);
   if (phases.includes('rtt')) Object.assign(r, await roundTrip(target, rttRounds));
+  if (reportCpu) {
+    const { user, system } = process.cpuUsage(cpu0);
+    r.cpu = { user: user / 1000, system: system / 1000 };
+  }
   return r;
 }
 

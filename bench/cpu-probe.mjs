@@ -1,0 +1,75 @@
+// Where a transfer's CPU goes: the client process, the relay and the backend, side by side for several relays
+// (and builds), alternating, with the client's own CPU included (bench/run.mjs reports the relay's only). On 2
+// cores the three compete, so a cheaper client or relay shows up here before it shows up in MB/s.
+//   node bench/cpu-probe.mjs RELAYS PHASE [ROUNDS=3] [MiB=1024]
+//   node bench/cpu-probe.mjs websockify,sockgate-raw downLean 5
+//   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
+// RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo. Prints one line per transfer (MB/s;
+// client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
+// 128 MiB first, unmeasured; the client's start-up is not counted (it reads its CPU around the transfer).
+import { spawn, spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { treeCpuMs } from './procmem.mjs';
+import { relayDefs, stopAll } from './relays.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const [keysArg, phase = 'down', roundsArg = '3', mibArg = '1024'] = process.argv.slice(2);
+if (!keysArg) {
+  console.error('usage: node bench/cpu-probe.mjs RELAYS PHASE [ROUNDS] [MiB]');
+  process.exit(2);
+}
+const keys = keysArg.split(',');
+const variants = (process.env.BENCH_VARIANTS ?? '')
+  .split(',')
+  .filter(Boolean)
+  .map((v) => ({ name: v.split('=')[0], dist: v.slice(v.indexOf('=') + 1) }));
+process.on('exit', () => stopAll());
+process.on('SIGINT', () => process.exit(130));
+
+const backends = spawn(process.execPath, [join(root, 'bench/backends.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
+process.on('exit', () => backends.kill('SIGKILL'));
+const ports = await new Promise((r) => backends.stdout.once('data', (d) => r(JSON.parse(String(d).split('\n')[0]))));
+const defs = relayDefs({ root, variants });
+const relays = {};
+for (const key of keys) {
+  const def = defs.find((d) => d.key === key);
+  if (!def) throw new Error(`unknown relay ${key} (keys: ${defs.map((d) => d.key).join(', ')})`);
+  relays[key] = await def.start(ports);
+}
+
+/** One transfer in a client process of its own; its CPU is read inside it, around the transfer only. */
+function transfer(key, bytes) {
+  const task = { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true };
+  const out = spawnSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify(task)], {
+    env: { ...process.env, NODE_PATH: join(root, 'bench/shim') },
+    timeout: 300_000,
+  });
+  const line = String(out.stdout).trim().split('\n').pop();
+  const result = line ? JSON.parse(line) : { error: String(out.stderr) || `exit ${out.status}` };
+  if (result.error) throw new Error(`${key}: ${result.error}`);
+  return result;
+}
+
+for (const key of keys) transfer(key, 128 * 1024 * 1024);
+const bytes = Number(mibArg) * 1024 * 1024;
+const gib = bytes / 2 ** 30;
+const rates = Object.fromEntries(keys.map((k) => [k, []]));
+for (let round = 0; round < Number(roundsArg); round++) {
+  for (const key of keys) {
+    const relay0 = treeCpuMs(relays[key].pids);
+    const backend0 = treeCpuMs([backends.pid]);
+    const r = transfer(key, bytes);
+    const relayMs = (treeCpuMs(relays[key].pids) - relay0) / gib;
+    const backendMs = (treeCpuMs([backends.pid]) - backend0) / gib;
+    rates[key].push(r[phase]);
+    console.log(
+      `${key} ${phase}: ${r[phase].toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
+        `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
+    );
+  }
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+for (const key of keys) console.log(`median ${key} ${phase}: ${median(rates[key]).toFixed(0)} MB/s`);
+for (const key of keys) await relays[key].stop();
+process.exit(0);
