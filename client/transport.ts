@@ -19,6 +19,11 @@ export interface WebSocketLike {
    */
   send(data: Uint8Array<ArrayBuffer>, sent?: (err?: Error) => void): void;
   close(code?: number, reason?: string): void;
+  /**
+   * Optional (the Node SDK's default WebSocket has it): hold back this turn's writes and hand them to the kernel
+   * together, in one write, once the turn's promise jobs have run. Called before each send.
+   */
+  corkTurn?(): void;
   addEventListener(type: 'open', listener: () => void): void;
   addEventListener(type: 'message', listener: (event: MessageEventLike) => void): void;
   addEventListener(type: 'close', listener: (event: CloseEventLike) => void): void;
@@ -100,6 +105,7 @@ export class WebSocketTransport implements Transport {
     // Only ever called once open; a closing socket drops what it is given, as the engine expects.
     // shared/encode.ts allocates every message with new Uint8Array(n) (or in frameBuffer()'s ArrayBuffer).
     if (this.ws.readyState !== OPEN) return;
+    this.ws.corkTurn?.();
     if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
     if (!this.frames.owns(message)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
     // Called once, also with an error when the WebSocket closed: ws holds no reference to the bytes after it.

@@ -14,6 +14,7 @@ import type { WebSocket } from 'ws';
 import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session } from '../shared/session.js';
+import type { Corkable } from '../shared/turn-cork.js';
 import { admitUpgrade, type AdmittedAgent, type Admission } from './admission.js';
 import type { AgentLink, AgentRegistry } from './agent-registry.js';
 import type { GatewayLimits } from './config.js';
@@ -73,6 +74,7 @@ export function registerAgentEndpoint(app: FastifyInstance, opts: AgentEndpointO
         limits: opts.limits(),
         log: req.log,
         remoteAddress: req.ip,
+        socket: req.raw.socket,
         onSession: opts.onSession,
         onKeepaliveTimeout: opts.onKeepaliveTimeout,
       });
@@ -95,6 +97,8 @@ interface AgentSessionContext {
   limits: GatewayLimits;
   log: FastifyBaseLogger;
   remoteAddress: string;
+  /** The TCP socket under the WebSocket: the transport writes a turn's frames in one write. */
+  socket?: Corkable;
   onSession?(): () => void;
   onKeepaliveTimeout?(): void;
 }
@@ -108,7 +112,7 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
   limitFrameSize(ws, log);
   let session: Session;
   try {
-    const transport = new WsTransport(ws, limits.maxTransportBufferedBytes, (err) => log.error({ err }, 'agent session internal error'));
+    const transport = new WsTransport(ws, limits.maxTransportBufferedBytes, (err) => log.error({ err }, 'agent session internal error'), ctx.socket);
     session = new Session({
       role: 'server',
       transport,

@@ -6,6 +6,7 @@
  * directions: a write that returns false pauses its source until the matching drain.
  */
 import type { OnReadOpts } from 'node:net';
+import { nextTick } from 'node:process';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
@@ -13,6 +14,7 @@ import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { BufferPool } from '../shared/buffer-pool.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
+import { TurnCork, type Corkable } from '../shared/turn-cork.js';
 import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
 import { SMALL_READ_BYTES } from './read-buffer.js';
@@ -93,13 +95,19 @@ export class WsTransport implements Transport {
   private session: Session | undefined;
   private readonly drainBelowBytes: number;
 
+  /** One write per turn on the socket under the WebSocket (shared/turn-cork.ts), when the caller gave it. */
+  private readonly turns: TurnCork | undefined;
+
   constructor(
     private readonly ws: WebSocket,
     maxBufferedBytes: number,
     /** Called with anything the engine throws from a ws event (a bug: the session is closed 1011). */
     private readonly onInternalError: (err: unknown) => void = () => {},
+    /** The TCP socket under `ws` (the upgrade request's, or the handshake response's). */
+    socket?: Corkable,
   ) {
     this.drainBelowBytes = maxBufferedBytes / 2;
+    this.turns = socket && new TurnCork(socket, nextTick);
   }
 
   /** Large DATA frames are built in recycled buffers (shared/buffer-pool.ts), given back once ws wrote them. */
@@ -113,6 +121,7 @@ export class WsTransport implements Transport {
     // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down;
     // either way ws no longer refers to the message then, so a pooled frame can be reused.
     const pooled = framePool.owns(message);
+    this.turns?.cork();
     this.ws.send(message, () => {
       if (pooled) framePool.give(message);
       this.sent(n);
@@ -199,11 +208,11 @@ let sessionSeq = 0;
 export function handleMuxSession(
   ws: WebSocket,
   ctx: MuxContext,
-  meta: { remoteAddress: string; principal?: string },
+  meta: { remoteAddress: string; principal?: string; socket?: Corkable },
 ): MuxSessionHandle | undefined {
   const log = ctx.log.child({ mux: ++sessionSeq, remote: meta.remoteAddress, ...(meta.principal !== undefined && { principal: meta.principal }) });
   try {
-    return runSession(ws, ctx, log);
+    return runSession(ws, ctx, log, meta.socket);
   } catch (err) {
     // E.g. limits the engine refuses (a maxWindowBytes outside INITIAL_WINDOW..MAX_WINDOW).
     log.error({ err }, 'mux session failed to start');
@@ -212,7 +221,7 @@ export function handleMuxSession(
   }
 }
 
-function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): MuxSessionHandle {
+function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger, socket: Corkable | undefined): MuxSessionHandle {
   const startedAt = performance.now();
   const { limits } = ctx;
   limitFrameSize(ws, log);
@@ -244,7 +253,7 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger): Mux
   const ref: { handle?: MuxSessionHandle } = {};
   const settled = (): void => ref.handle?.onSettled?.();
 
-  const transport = new WsTransport(ws, maxBuffered, (err) => log.error({ err }, 'mux session internal error'));
+  const transport = new WsTransport(ws, maxBuffered, (err) => log.error({ err }, 'mux session internal error'), socket);
   const session = new Session({
     role: 'server',
     transport,

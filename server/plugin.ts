@@ -219,7 +219,7 @@ async function sockgate(app: FastifyInstance, opts: SockgatePluginOptions): Prom
         log: req.log,
         metrics: ops.metrics,
       };
-      const handle = handleMuxSession(socket, ctx, { remoteAddress: req.ip, principal: entry.principal.name });
+      const handle = handleMuxSession(socket, ctx, { remoteAddress: req.ip, principal: entry.principal.name, socket: req.raw.socket });
       if (handle) ops.trackMux(socket, handle, credential, req.log.child({ remote: req.ip }));
       else live.untrack(credential);
     },

@@ -1,10 +1,16 @@
-/** The Node entry (client/node.ts): ws as the default WebSocket, and toDuplex() over a real WebSocket. */
+/**
+ * The Node entry (client/node.ts): ws as the default WebSocket, its corkTurn() (one write per turn), and toDuplex()
+ * over a real WebSocket.
+ */
 import { once } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import type net from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openSession, toDuplex, type SockgateSession } from '../../client/node.js';
+import { WebSocketServer } from 'ws';
+import { NodeWebSocket, openSession, toDuplex, type SockgateSession } from '../../client/node.js';
 import { sha256, waitFor } from '../helpers/backends.js';
 import { noiseBytes, startMuxServer, type MuxServer } from '../helpers/mux-server.js';
 
@@ -52,5 +58,37 @@ describe('toDuplex', () => {
     duplex.resume();
     const [err] = (await once(duplex, 'error')) as [Error & { code?: string }];
     expect(err.code).toBe('SOCKGATE_ERR_BACKEND_REFUSED');
+  });
+});
+
+describe('NodeWebSocket.corkTurn', () => {
+  it("holds a turn's frames and hands them to the kernel together once the turn's promise jobs have run", async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(wss, 'listening');
+    const received: string[] = [];
+    wss.on('connection', (peer) => peer.on('message', (m: Buffer) => received.push(m.toString())));
+    const ws = new NodeWebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}`);
+    let socket!: net.Socket;
+    ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket as net.Socket));
+    try {
+      ws.corkTurn(); // before the handshake there is no socket yet: nothing to do
+      await once(ws, 'open');
+      expect(socket.writableCorked).toBe(0);
+
+      ws.corkTurn();
+      ws.corkTurn(); // once per turn
+      ws.send('a');
+      await Promise.resolve(); // a promise job later, still the same turn
+      ws.send('b');
+      expect(socket.writableCorked).toBe(1);
+      expect(socket.writableLength).toBeGreaterThan(0); // both frames wait in the socket, not in the kernel
+      await new Promise((r) => setImmediate(r));
+      expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
+      await waitFor(() => received.length === 2, 5000, 'both messages at the server');
+      expect(received).toEqual(['a', 'b']);
+    } finally {
+      ws.terminate();
+      wss.close();
+    }
   });
 });

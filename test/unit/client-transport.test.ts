@@ -2,7 +2,7 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import WsWebSocket from 'ws';
 import { SessionCloseEvent, SessionGoAwayEvent, TypedEventTarget, type SessionEventMap } from '../../client/events.js';
-import { closeWebSocket, messageData, type WebSocketConstructor, type WebSocketLike } from '../../client/transport.js';
+import { closeWebSocket, messageData, WebSocketTransport, type WebSocketConstructor, type WebSocketLike } from '../../client/transport.js';
 import { SockgateError } from '../../shared/errors.js';
 
 /** Closes the way a browser's WebSocket does: scripts may send only 1000 and 3000-4999, reasons up to 123 bytes. */
@@ -92,5 +92,19 @@ describe('TypedEventTarget', () => {
     t.removeEventListener('goaway', listener);
     t.fire(new SessionGoAwayEvent(new SockgateError('SOCKGATE_ERR_STREAM_SHUTTING_DOWN')));
     expect(n).toBe(0);
+  });
+});
+
+describe('WebSocketTransport.send', () => {
+  it("asks a WebSocket that can batch a turn's writes to do so before every send, and works without it", () => {
+    const calls: string[] = [];
+    const batching = { ...browserLikeSocket(), corkTurn: () => calls.push('cork'), send: () => calls.push('send') };
+    const transport = new WebSocketTransport(batching);
+    transport.send(new Uint8Array(7));
+    transport.send(new Uint8Array(7));
+    expect(calls).toEqual(['cork', 'send', 'cork', 'send']);
+    const plain = { ...browserLikeSocket(), send: () => calls.push('plain send') };
+    new WebSocketTransport(plain).send(new Uint8Array(7));
+    expect(calls.at(-1)).toBe('plain send');
   });
 });
