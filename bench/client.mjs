@@ -39,12 +39,14 @@ async function upload(target, bytes) {
 
 async function receiveAll(conn, bytes, what) {
   const check = new PatternCheck();
-  const done = new Promise((r) =>
+  const done = new Promise((resolve, reject) => {
     conn.onData((d) => {
       check.update(d);
-      if (check.received >= bytes || check.error) r();
-    }),
-  );
+      if (check.received >= bytes || check.error) resolve();
+    });
+    // The lean client says why it ended (a close frame, a bad frame), rather than leaving the transfer to time out.
+    conn.onClose?.((err) => reject(new Error(`${what}: ${err.message}`)));
+  });
   return async () => {
     await timeout(done, what);
     if (check.error) throw new Error(`${what}: ${check.error}`);

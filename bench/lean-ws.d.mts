@@ -18,5 +18,6 @@ export interface LeanConn {
   unsent(): number;
   close(): void;
   error(): Error | undefined;
+  onClose(fn: (err: Error) => void): void;
 }
 export function leanWsConn(url: string, protocols?: string[]): Promise<LeanConn>;

@@ -160,13 +160,17 @@ export async function leanWsConn(url, protocols = []) {
   let opened;
   const open = new Promise((resolve, reject) => (opened = { resolve, reject }));
   open.catch(() => {}); // awaited below, once connected; a failure before then must not go unhandled
+  const closeListeners = [];
   const fail = (err) => {
-    failure ??= err;
+    if (failure) return;
+    failure = err;
     opened.reject(err);
     socket.destroy();
+    for (const fn of closeListeners.splice(0)) fn(err);
   };
   const reader = new FrameReader(
-    (view) => delivery.push(view),
+    // Nothing after a close frame (or any failure) is data, even in the same read.
+    (view) => failure || delivery.push(view),
     (opcode, payload) => {
       if (opcode === 0x9) socket.write(maskedFrame(0xa, payload));
       else if (opcode === 0x8) fail(new Error(`the server closed the WebSocket (${payload.length >= 2 ? payload.readUInt16BE(0) : 'no code'})`));
@@ -181,7 +185,7 @@ export async function leanWsConn(url, protocols = []) {
   };
   const socket = net.connect({
     host: hostname,
-    port: Number(port),
+    port: Number(port || 80),
     onread: {
       buffer: Buffer.allocUnsafe(READ_BUFFER),
       callback(n, buf) {
@@ -207,7 +211,7 @@ export async function leanWsConn(url, protocols = []) {
     handshake = undefined;
     const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).trim().toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
     const accept = createHash('sha1').update(key + GUID).digest('base64');
-    if (!/^HTTP\/1\.1 101 /.test(status)) return fail(new Error(`handshake refused: ${status}`));
+    if (!/^HTTP\/1\.1 101(\s|$)/.test(status)) return fail(new Error(`handshake refused: ${status}`));
     if (headers['sec-websocket-accept'] !== accept) return fail(new Error('wrong Sec-WebSocket-Accept'));
     if (headers['sec-websocket-extensions']) return fail(new Error('the server chose an extension nobody offered'));
     const chosen = headers['sec-websocket-protocol'];
@@ -230,16 +234,21 @@ export async function leanWsConn(url, protocols = []) {
     async write(buf) {
       if (failure) throw failure;
       if (!socket.write(maskedFrame(0x2, buf))) await new Promise((r) => socket.once('drain', r).once('close', r));
+      if (failure) throw failure;
     },
     pauseReading() {
       socket.pause();
     },
     unsent: () => socket.writableLength,
     close() {
-      failure ??= new Error('closed');
-      socket.destroy();
+      fail(new Error('closed'));
     },
     /** Why the connection ended, if it did. */
     error: () => failure,
+    /** `fn(err)` once the connection ends, for whatever reason (also after close()). */
+    onClose(fn) {
+      if (failure) fn(failure);
+      else closeListeners.push(fn);
+    },
   };
 }

@@ -68,11 +68,19 @@ describe('leanWsConn', () => {
     conn.close();
   });
 
-  it('ends with an error naming the close code when the server closes', async () => {
-    const url = await wsServer((ws) => ws.close(4321, 'bye'));
+  it('ends with an error naming the close code when the server closes, and takes nothing after it as data', async () => {
+    // The close frame and more bytes in one write: a server must not send this, and the client must not count it.
+    const url = await wsServer((ws) => {
+      const raw = (ws as unknown as { _socket: net.Socket })._socket;
+      raw.write(Buffer.from([0x82, 0x01, 0x07, 0x88, 0x02, 0x10, 0xe1, 0x82, 0x01, 0x09]));
+    });
     const conn = await leanWsConn(url, ['binary']);
-    await until(() => conn.error() !== undefined);
-    expect(conn.error()!.message).toMatch(/closed the WebSocket \(4321\)/);
+    const got: number[] = [];
+    conn.onData((view) => got.push(...view));
+    const ended = new Promise<Error>((r) => conn.onClose(r));
+    expect((await ended).message).toMatch(/closed the WebSocket \(4321\)/);
+    expect(got).toEqual([7]);
+    await expect(conn.write(Buffer.from([1]))).rejects.toThrow(/4321/);
   });
 
   it('refuses a refused upgrade, a server that picks no subprotocol, and a wrong Sec-WebSocket-Accept', async () => {

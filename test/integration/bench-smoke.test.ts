@@ -77,6 +77,7 @@ describe('npm run bench, at toy sizes', () => {
     // The lean client reads raw WebSockets and TCP; mux goes through the SDK, so its cell is '-'.
     numeric('backend -> client, lean client, MB/s', RELAYS.slice(0, 3));
     expect(rows.get('backend -> client, lean client, MB/s')![3]).toBe('-');
+    numeric('relay CPU per GB, backend -> client, lean client, ms', ['bare ws+net bridge', 'sockgate raw']);
     const relays = RELAYS.slice(1);
     for (const row of ['relay CPU per GB, client -> backend, ms', 'memory per idle connection at 20, KiB']) numeric(row, relays);
     for (const row of [
