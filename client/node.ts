@@ -22,8 +22,7 @@ export * from './index.js';
  *   the session closes with 1009 (PROTOCOL 1.4). Browsers offer no such limit.
  * - corkTurn() (client/transport.ts): the frames of one turn go to the kernel in one write. Each write to a
  *   loopback or LAN socket runs the network stack and wakes the reader; a stream that sends 64 KiB at a time
- *   paid that per frame. An echo through a gateway on 2 cores: 523 against 464 MB/s, less client CPU
- *   (docs/BENCHMARKS.md).
+ *   paid that per frame (docs/BENCHMARKS.md: mux echo 525 against 492 MB/s, upload 1,008 against 833).
  * @internal
  */
 export class NodeWebSocket extends WebSocket {
