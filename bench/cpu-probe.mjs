@@ -7,11 +7,11 @@
 // RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo. Prints one line per transfer (MB/s;
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
 // 128 MiB first, unmeasured; the client's start-up is not counted (it reads its CPU around the transfer).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { treeCpuMs } from './procmem.mjs';
-import { relayDefs, stopAll } from './relays.mjs';
+import { relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [keysArg, phase = 'down', roundsArg = '3', mibArg = '1024'] = process.argv.slice(2);
@@ -20,17 +20,11 @@ if (!keysArg) {
   process.exit(2);
 }
 const keys = keysArg.split(',');
-const variants = (process.env.BENCH_VARIANTS ?? '')
-  .split(',')
-  .filter(Boolean)
-  .map((v) => ({ name: v.split('=')[0], dist: v.slice(v.indexOf('=') + 1) }));
 process.on('exit', () => stopAll());
 process.on('SIGINT', () => process.exit(130));
 
-const backends = spawn(process.execPath, [join(root, 'bench/backends.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
-process.on('exit', () => backends.kill('SIGKILL'));
-const ports = await new Promise((r) => backends.stdout.once('data', (d) => r(JSON.parse(String(d).split('\n')[0]))));
-const defs = relayDefs({ root, variants });
+const { child: backends, ports } = await startBackends(root);
+const defs = relayDefs({ root, variants: variantsFromEnv() });
 const relays = {};
 for (const key of keys) {
   const def = defs.find((d) => d.key === key);

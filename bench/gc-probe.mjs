@@ -11,7 +11,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, waitPort } from './relays.mjs';
+import { freePort, startBackends, waitPort } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [mode = 'raw', phase = 'down', mib = '1024', distArg] = process.argv.slice(2);
@@ -23,9 +23,7 @@ process.on('exit', () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const backends = spawn(process.execPath, [join(root, 'bench/backends.mjs')], { stdio: ['ignore', 'pipe', 'inherit'] });
-children.push(backends);
-const ports = await new Promise((r) => backends.stdout.once('data', (d) => r(JSON.parse(String(d).split('\n')[0]))));
+const { ports } = await startBackends(root);
 const port = await freePort();
 const flags = ['--trace-gc', ...(process.env.NODE_FLAGS ?? '').split(' ').filter(Boolean)];
 const out = join(dir, 'relay.out');

@@ -57,6 +57,29 @@ async function stopProcesses(children, graceMs = 6000) {
   for (const c of children) killGroup(c, 'SIGKILL');
 }
 
+/**
+ * Start bench/backends.mjs in its own process (killed when this one exits); resolves { child, ports }.
+ * `floodBytes`: what the flood backend offers; `ipc`: a channel for its flood stats (bench/run.mjs).
+ */
+export async function startBackends(root, { floodBytes, ipc = false } = {}) {
+  const argv = [join(root, 'bench/backends.mjs'), ...(floodBytes === undefined ? [] : [String(floodBytes)])];
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit', ...(ipc ? ['ipc'] : [])] });
+  process.on('exit', () => child.kill('SIGKILL'));
+  const ports = await new Promise((resolve, reject) => {
+    child.stdout.once('data', (d) => resolve(JSON.parse(String(d).split('\n')[0])));
+    child.once('exit', (code) => reject(new Error(`backends exited with ${code}`)));
+  });
+  return { child, ports };
+}
+
+/** The extra sockgate builds named in BENCH_VARIANTS ("name=/path/to/dist,..."), for relayDefs. */
+export function variantsFromEnv() {
+  return (process.env.BENCH_VARIANTS ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((v) => ({ name: v.split('=')[0], dist: v.slice(v.indexOf('=') + 1) }));
+}
+
 export function freePort() {
   return new Promise((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { openConn } from './conns.mjs';
 import { FILLER } from './pattern.mjs';
 import { treeCpuMs, treeMemory } from './procmem.mjs';
-import { freePort, relayDefs, stopAll } from './relays.mjs';
+import { freePort, relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -49,10 +49,7 @@ const SECTIONS = (flag('--sections') ?? process.env.BENCH_SECTIONS ?? 'throughpu
 const BROWSER_BYTES = num('BENCH_BROWSER_MB', 256, 32) * 1024 * 1024;
 const ONLY = flag('--only')?.split(',');
 const WRITE = args.includes('--write');
-const VARIANTS = (process.env.BENCH_VARIANTS ?? '')
-  .split(',')
-  .filter(Boolean)
-  .map((v) => ({ name: v.split('=')[0], dist: v.slice(v.indexOf('=') + 1) }));
+const VARIANTS = variantsFromEnv();
 const PROFILE_DIR = process.env.BENCH_PROFILE;
 /** Where each run's samples go, as JSON (bench/results, which git ignores). */
 const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? join(root, 'bench/results');
@@ -80,12 +77,7 @@ if (!existsSync(join(root, 'dist/server/cli.js'))) {
 
 // ---- processes ------------------------------------------------------------------------------------------------
 
-const backends = spawn(process.execPath, [join(root, 'bench/backends.mjs'), String(BP_BYTES)], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-process.on('exit', () => backends.kill('SIGKILL'));
-const backendPorts = await new Promise((resolve, reject) => {
-  backends.stdout.once('data', (d) => resolve(JSON.parse(String(d).split('\n')[0])));
-  backends.once('exit', (code) => reject(new Error(`backends exited with ${code}`)));
-});
+const { child: backends, ports: backendPorts } = await startBackends(root, { floodBytes: BP_BYTES, ipc: true });
 const floodStats = () =>
   new Promise((resolve) => {
     backends.once('message', resolve);
