@@ -3,12 +3,14 @@
  * runtime has no global one (Node 20), and toDuplex() for code that wants a Node stream.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { nextTick } from 'node:process';
 import { Duplex, type DuplexOptions } from 'node:stream';
 import type { ReadableStream as NodeReadableStream, WritableStream as NodeWritableStream } from 'node:stream/web';
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { TurnCork } from '../shared/turn-cork.js';
+import { writeMaskedData } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
 import type { SockgateSocket } from './socket.js';
@@ -23,19 +25,36 @@ export * from './index.js';
  * - corkTurn() (client/transport.ts): the frames of one turn go to the kernel in one write. Each write to a
  *   loopback or LAN socket runs the network stack and wakes the reader; a stream that sends 64 KiB at a time
  *   paid that per frame (docs/BENCHMARKS.md: mux echo 525 against 492 MB/s, upload 1,008 against 833).
+ * - sendData() (client/transport.ts): DATA frames masked in the pass that copies their payload, one copy where
+ *   ws.send() makes two (client/masked-frames.ts).
  * @internal
  */
 export class NodeWebSocket extends WebSocket {
-  /** Over the TCP (or TLS) socket under the WebSocket, from the handshake's response. */
+  /** The TCP (or TLS) socket under the WebSocket, from the handshake's response. */
+  private socket: Socket | undefined;
   private turns: TurnCork | undefined;
 
   constructor(url: string, protocols?: string | string[]) {
-    super(url, protocols, { maxPayload: MAX_FRAME_BYTES });
-    this.once('upgrade', (res: IncomingMessage) => (this.turns = new TurnCork(res.socket, nextTick)));
+    // No permessage-deflate: sockgate carries bytes as they are, and sendData() needs ws to write synchronously.
+    super(url, protocols, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+    this.once('upgrade', (res: IncomingMessage) => {
+      this.socket = res.socket;
+      this.turns = new TurnCork(res.socket, nextTick);
+    });
   }
 
   corkTurn(): void {
     this.turns?.cork();
+  }
+
+  /**
+   * Send a DATA frame straight to the socket, masked as it is copied (client/masked-frames.ts); `done` runs once
+   * it was written. False when this cannot (not open, or an extension was negotiated): use send() then.
+   */
+  sendData(streamId: number, payload: Uint8Array, done: () => void): boolean {
+    if (!this.socket || this.readyState !== WebSocket.OPEN || this.extensions !== '') return false;
+    writeMaskedData(this.socket, streamId, payload, done);
+    return true;
   }
 }
 

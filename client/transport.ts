@@ -3,7 +3,8 @@
  * them), and the drain poller that stands in for the 'drain' event WebSockets do not have.
  */
 import { BufferPool } from '../shared/buffer-pool.js';
-import { MAX_FRAME_BYTES } from '../shared/constants.js';
+import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
+import { encodeData } from '../shared/encode.js';
 import type { Session, Transport } from '../shared/session.js';
 import { fitCloseReason } from '../shared/utf8.js';
 
@@ -24,6 +25,11 @@ export interface WebSocketLike {
    * together, in one write, once the turn's promise jobs have run. Called before each send.
    */
   corkTurn?(): void;
+  /**
+   * Optional (the Node SDK's default WebSocket has it): send one DATA frame for `streamId`, framing and masking it
+   * in one copy; `done` runs once it reached the kernel. Returns false when it cannot, and then sent nothing.
+   */
+  sendData?(streamId: number, payload: Uint8Array, done: () => void): boolean;
   addEventListener(type: 'open', listener: () => void): void;
   addEventListener(type: 'message', listener: (event: MessageEventLike) => void): void;
   addEventListener(type: 'close', listener: (event: CloseEventLike) => void): void;
@@ -113,6 +119,16 @@ export class WebSocketTransport implements Transport {
       this.frames.give(message);
       this.onSent();
     });
+  }
+
+  /** DATA through the WebSocket's own framing when it has one (sendData), else encoded here and sent. */
+  sendData(streamId: number, data: Uint8Array): void {
+    if (this.ws.readyState !== OPEN) return;
+    if (this.ws.sendData) {
+      this.ws.corkTurn?.();
+      if (this.ws.sendData(streamId, data, this.sent)) return;
+    }
+    this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
   }
 
   get bufferedAmount(): number {

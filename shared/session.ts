@@ -44,6 +44,12 @@ export interface Transport {
    * the frame left (server/mux.ts pools them). Undefined: the engine allocates the frame.
    */
   frameBuffer?(bytes: number): Uint8Array | undefined;
+  /**
+   * Optional: send one DATA frame of `data` (1 to MAX_DATA_PAYLOAD bytes) for the stream, framed by the transport
+   * itself (the Node SDK masks the payload straight into its WebSocket frame: one copy instead of two). `data` may
+   * be reused once this returns. Without it the engine encodes the frame and calls send().
+   */
+  sendData?(streamId: number, data: Uint8Array): void;
   /** Bytes handed to send() but not yet written to the network (WebSocket.bufferedAmount). */
   readonly bufferedAmount: number;
   /** Close the WebSocket with a close code and a short reason. */
@@ -530,7 +536,8 @@ export class Session {
     stream.pendingBytes -= n;
     stream.credit.take(n);
     stream.bytesOut += n;
-    this.transport.send(encodeData(stream.id, chunk, this.transport.frameBuffer?.(HEADER_BYTES + n)));
+    if (this.transport.sendData) this.transport.sendData(stream.id, chunk);
+    else this.transport.send(encodeData(stream.id, chunk, this.transport.frameBuffer?.(HEADER_BYTES + n)));
   }
 
   /** After sending: FIN once everything is out, and drain notification. */

@@ -5,8 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FrameType, INITIAL_WINDOW, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
+import { encodeData } from '../../shared/encode.js';
+import { Session, type Stream, type Transport } from '../../shared/session.js';
 import { WebSocketTransport, type WebSocketLike } from '../../client/transport.js';
-import type { Stream } from '../../shared/session.js';
 import { sessionPair } from '../helpers/session-pair.js';
 
 const bytes = (n: number): Uint8Array => new Uint8Array(n).fill(7);
@@ -184,11 +185,70 @@ describe('WebSocketTransport send callbacks', () => {
     expect(transport.frameBuffer(MAX_FRAME_BYTES)).toBeUndefined();
   });
 
+  it('hands DATA to a WebSocket that frames it itself (sendData), corked, and falls back to send when it cannot', () => {
+    const calls: unknown[][] = [];
+    let accepts = true;
+    const ws = {
+      ...fakeWs(true),
+      corkTurn: () => calls.push(['cork']),
+      sendData: (...args: unknown[]) => (calls.push(['sendData', ...args]), accepts),
+      send: (...args: unknown[]) => calls.push(['send', ...args]),
+    };
+    const transport = new WebSocketTransport(ws);
+    let sent = 0;
+    transport.onSent = () => sent++;
+    const payload = bytes(20_000);
+    transport.sendData(5, payload);
+    expect(calls.map((c) => c[0])).toEqual(['cork', 'sendData']);
+    expect(calls[1]!.slice(1, 3)).toEqual([5, payload]);
+    (calls[1]![3] as () => void)(); // written
+    expect(sent).toBe(1);
+
+    accepts = false; // e.g. the WebSocket is closing
+    calls.length = 0;
+    transport.sendData(7, payload);
+    expect(calls.map((c) => c[0])).toEqual(['cork', 'sendData', 'cork', 'send']);
+    expect(calls[3]![1]).toEqual(encodeData(7, payload));
+
+    // A WebSocket without sendData (browsers) gets the encoded frame; a closed one gets nothing.
+    const plain = fakeWs(false);
+    new WebSocketTransport(plain).sendData(9, payload);
+    expect(plain.calls).toEqual([[encodeData(9, payload)]]);
+    const closed = { ...fakeWs(false), readyState: 3 };
+    new WebSocketTransport(closed).sendData(9, payload);
+    expect(closed.calls).toEqual([]);
+  });
+
   it('calls a browser-style send with the message only', () => {
     const ws = fakeWs(false);
     const transport = new WebSocketTransport(ws);
     transport.send(new Uint8Array(4));
     expect(transport.notifiesSent).toBe(false);
     expect(ws.calls[0]).toHaveLength(1);
+  });
+});
+
+describe('Transport.sendData', () => {
+  it('carries every DATA frame when the transport has it, cut at MAX_DATA_PAYLOAD, and nothing else', () => {
+    const data: [number, Uint8Array][] = [];
+    const messages: Uint8Array[] = [];
+    const transport: Transport = {
+      bufferedAmount: 0,
+      send: (m) => messages.push(m),
+      sendData: (id, chunk) => data.push([id, new Uint8Array(chunk)]),
+      close() {},
+    };
+    const session = new Session({ role: 'client', transport });
+    const stream = session.open('echo');
+    const chunk = Uint8Array.from({ length: MAX_DATA_PAYLOAD + 10 }, (_, i) => i & 0xff);
+    stream.write(chunk);
+    stream.end();
+    expect(data.map(([id, c]) => [id, c.length])).toEqual([
+      [1, MAX_DATA_PAYLOAD],
+      [1, 10],
+    ]);
+    expect(Buffer.concat(data.map(([, c]) => c)).equals(chunk)).toBe(true);
+    // OPEN and FIN still go through send().
+    expect(messages.map((m) => m[0])).toEqual([FrameType.OPEN, FrameType.FIN]);
   });
 });

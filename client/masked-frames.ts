@@ -1,0 +1,152 @@
+/**
+ * DATA frames written straight to the socket under a `ws` client WebSocket, masked in the same pass that copies
+ * the payload (Node only; client/node.ts).
+ *
+ * A client masks every frame it sends (RFC 6455 5.3). Through ws.send(), a DATA frame cost two copies of its
+ * payload and two 64 KiB allocations: shared/encode.ts copied the application's bytes behind the 6-byte header,
+ * then ws copied that message again to mask it (ws never masks a caller's buffer in place). Here the payload is
+ * copied once, masked on the way, into a recycled buffer that already holds the WebSocket header and our frame
+ * header. Measured with bench/cpu-probe.mjs: mux upload 1,006 -> 1,205 MB/s, mux echo 492 -> 537 MB/s, the SDK
+ * client's user CPU about 120 ms per GiB lower (docs/BENCHMARKS.md).
+ *
+ * Writing beside ws is safe while ws itself writes each frame to the socket synchronously, in call order: it does
+ * unless permessage-deflate was negotiated (its compression is asynchronous and queues ws's frames) or a Blob is
+ * being sent. NodeWebSocket never offers the extension and checks that none was negotiated; the SDK sends bytes
+ * only. ws.bufferedAmount counts the socket's pending bytes, so these frames count toward it like ws's own.
+ */
+import { Buffer } from 'node:buffer';
+import { randomFillSync } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { BufferPool } from '../shared/buffer-pool.js';
+import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../shared/constants.js';
+
+/** The WebSocket header of a masked binary message of up to MAX_FRAME_BYTES: 2 + 8 length bytes + 4 mask bytes. */
+const MAX_WS_HEADER_BYTES = 14;
+/** Frames of payloads at least this large go in recycled memory; smaller ones are allocated to size. */
+const MIN_POOLED_PAYLOAD = 16 * 1024;
+/**
+ * Recycled frames kept by the process (1 MiB). The engine stops sending DATA at 1 MiB held by the transport
+ * (maxTransportBufferedBytes), so a busy session has about 16 frames in flight at once.
+ */
+const MAX_FREE_FRAMES = 16;
+const frames = new BufferPool(MAX_WS_HEADER_BYTES + MAX_FRAME_BYTES, MAX_FREE_FRAMES);
+
+type MaskFn = (source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number) => void;
+
+/** ws's own JavaScript fallback, for when the optional native `bufferutil` is not installed. */
+function maskJs(source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number): void {
+  for (let i = 0; i < length; i++) output[offset + i] = source[i]! ^ mask[i & 3]!;
+}
+
+/** `bufferutil`'s native mask when ws would use it too (installed, and WS_NO_BUFFER_UTIL unset). */
+function loadMask(): MaskFn {
+  if (process.env.WS_NO_BUFFER_UTIL) return maskJs;
+  try {
+    const native = (createRequire(import.meta.url)('bufferutil') as { mask?: MaskFn }).mask;
+    if (typeof native !== 'function') return maskJs;
+    // The native mask takes Buffers only: hand it views (no copy) of anything else.
+    return (source, mask, output, offset, length) => native(asBuffer(source), asBuffer(mask), asBuffer(output), offset, length);
+  } catch {
+    return maskJs;
+  }
+}
+const applyMask = loadMask();
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Masking keys, drawn from the CSPRNG 8 KiB at a time as ws does (RFC 6455 5.3: unpredictable). */
+const keys = new Uint8Array(8192);
+let keyAt = keys.length;
+function nextKey(into: Uint8Array): void {
+  if (keyAt === keys.length) {
+    randomFillSync(keys);
+    keyAt = 0;
+  }
+  into.set(keys.subarray(keyAt, keyAt + 4));
+  keyAt += 4;
+}
+
+/** Bytes of the masked WebSocket message carrying a DATA frame of `payloadBytes`. */
+export function maskedDataFrameBytes(payloadBytes: number): number {
+  const message = HEADER_BYTES + payloadBytes;
+  return (message < 126 ? 2 : message < 65_536 ? 4 : 10) + 4 + message;
+}
+
+/**
+ * Write into `into` one whole masked, final, binary WebSocket message carrying DATA for `streamId` (PROTOCOL 2
+ * and 3), masked with the 4 bytes of `key`; returns its length. The same bytes as ws.send(encodeData(...)) with
+ * that key, made with one pass over the payload.
+ */
+export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Uint8Array, key: Uint8Array): number {
+  const n = payload.length;
+  if (n < 1 || n > MAX_DATA_PAYLOAD) throw new RangeError(`DATA payload ${n}`);
+  const total = maskedDataFrameBytes(n);
+  if (into.length < total) throw new RangeError(`frame buffer ${into.length} < ${total}`);
+  const message = HEADER_BYTES + n;
+  const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
+  into[0] = 0x82; // FIN, binary
+  let at: number;
+  if (message < 126) {
+    into[1] = 0x80 | message;
+    at = 2;
+  } else if (message < 65_536) {
+    into[1] = 0x80 | 126;
+    view.setUint16(2, message);
+    at = 4;
+  } else {
+    into[1] = 0x80 | 127;
+    view.setUint32(2, 0);
+    view.setUint32(6, message);
+    at = 10;
+  }
+  const k0 = key[0]!;
+  const k1 = key[1]!;
+  const k2 = key[2]!;
+  const k3 = key[3]!;
+  into[at] = k0;
+  into[at + 1] = k1;
+  into[at + 2] = k2;
+  into[at + 3] = k3;
+  at += 4;
+  // Our 6-byte header, masked by hand: key bytes 0 1 2 3 0 1.
+  into[at] = FrameType.DATA ^ k0;
+  into[at + 1] = 0 ^ k1;
+  into[at + 2] = (streamId >>> 24) ^ k2;
+  into[at + 3] = ((streamId >>> 16) & 0xff) ^ k3;
+  into[at + 4] = ((streamId >>> 8) & 0xff) ^ k0;
+  into[at + 5] = (streamId & 0xff) ^ k1;
+  // The payload starts 6 bytes into the message: the key turned by two.
+  applyMask(payload, Uint8Array.of(k2, k3, k0, k1), into, at + HEADER_BYTES, n);
+  return total;
+}
+
+/** The part of a net.Socket (or tls.TLSSocket) this writes to. */
+export interface FrameSink {
+  write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean;
+}
+
+/**
+ * Send one DATA frame on `socket`; `done` runs once the socket wrote it or failed (its memory is recycled then).
+ * The payload may be reused as soon as this returns.
+ */
+export function writeMaskedData(socket: FrameSink, streamId: number, payload: Uint8Array, done: () => void): void {
+  const key = new Uint8Array(4);
+  nextKey(key);
+  const total = maskedDataFrameBytes(payload.length);
+  if (payload.length < MIN_POOLED_PAYLOAD) {
+    const frame = Buffer.allocUnsafe(total);
+    encodeMaskedData(frame, streamId, payload, key);
+    socket.write(frame, () => done());
+    return;
+  }
+  const memory = frames.take();
+  const frame = memory.subarray(0, total);
+  encodeMaskedData(frame, streamId, payload, key);
+  socket.write(frame, () => {
+    // Called once, also with an error: the socket refers to the bytes no more either way.
+    frames.give(memory);
+    done();
+  });
+}
