@@ -30,6 +30,8 @@ const MIN_POOLED_PAYLOAD = 16 * 1024;
  */
 const MAX_FREE_FRAMES = 16;
 const frames = new BufferPool(MAX_WS_HEADER_BYTES + MAX_FRAME_BYTES, MAX_FREE_FRAMES);
+/** The masking key turned to where the payload starts (byte 6 of the message); reused, as masking is synchronous. */
+const payloadKey = Buffer.alloc(4);
 
 type MaskFn = (source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number) => void;
 
@@ -57,15 +59,16 @@ function asBuffer(bytes: Uint8Array): Buffer {
 }
 
 /** Masking keys, drawn from the CSPRNG 8 KiB at a time as ws does (RFC 6455 5.3: unpredictable). */
-const keys = new Uint8Array(8192);
+const keys = Buffer.alloc(8192);
 let keyAt = keys.length;
-function nextKey(into: Uint8Array): void {
+/** The next 4 unused random bytes, as a view valid until the next call. */
+function nextKey(): Uint8Array {
   if (keyAt === keys.length) {
     randomFillSync(keys);
     keyAt = 0;
   }
-  into.set(keys.subarray(keyAt, keyAt + 4));
   keyAt += 4;
+  return keys.subarray(keyAt - 4, keyAt);
 }
 
 /** Bytes of the masked WebSocket message carrying a DATA frame of `payloadBytes`. */
@@ -118,7 +121,11 @@ export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Ui
   into[at + 4] = ((streamId >>> 8) & 0xff) ^ k0;
   into[at + 5] = (streamId & 0xff) ^ k1;
   // The payload starts 6 bytes into the message: the key turned by two.
-  applyMask(payload, Uint8Array.of(k2, k3, k0, k1), into, at + HEADER_BYTES, n);
+  payloadKey[0] = k2;
+  payloadKey[1] = k3;
+  payloadKey[2] = k0;
+  payloadKey[3] = k1;
+  applyMask(payload, payloadKey, into, at + HEADER_BYTES, n);
   return total;
 }
 
@@ -132,8 +139,7 @@ export interface FrameSink {
  * The payload may be reused as soon as this returns.
  */
 export function writeMaskedData(socket: FrameSink, streamId: number, payload: Uint8Array, done: () => void): void {
-  const key = new Uint8Array(4);
-  nextKey(key);
+  const key = nextKey();
   const total = maskedDataFrameBytes(payload.length);
   if (payload.length < MIN_POOLED_PAYLOAD) {
     const frame = Buffer.allocUnsafe(total);
@@ -142,7 +148,7 @@ export function writeMaskedData(socket: FrameSink, streamId: number, payload: Ui
     return;
   }
   const memory = frames.take();
-  const frame = memory.subarray(0, total);
+  const frame = Buffer.from(memory.buffer, 0, total);
   encodeMaskedData(frame, streamId, payload, key);
   socket.write(frame, () => {
     // Called once, also with an error: the socket refers to the bytes no more either way.

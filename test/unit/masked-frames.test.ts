@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import * as wsModule from 'ws';
 import { WebSocketServer } from 'ws';
 import { encodeMaskedData, maskedDataFrameBytes, writeMaskedData } from '../../client/masked-frames.js';
@@ -59,6 +59,25 @@ describe('encodeMaskedData', () => {
           expect(Buffer.from(into.subarray(0, n)).equals(wsFrame(streamId, payload, key)), `size ${size} id ${streamId} key ${key.join()}`).toBe(true);
         }
       }
+    }
+  });
+
+  it('makes the same bytes with the JavaScript mask, when bufferutil is not to be used (WS_NO_BUFFER_UTIL)', async () => {
+    vi.resetModules();
+    vi.stubEnv('WS_NO_BUFFER_UTIL', '1');
+    try {
+      const fresh = await import('../../client/masked-frames.js');
+      expect(fresh.encodeMaskedData).not.toBe(encodeMaskedData); // a new instance of the module, loaded with the variable set
+      for (const size of [1, 125, 65_530, MAX_DATA_PAYLOAD]) {
+        const payload = new Uint8Array(noiseBytes(size, size + 1)); // a plain Uint8Array, not a Buffer
+        const key = KEYS[3]!;
+        const into = new Uint8Array(fresh.maskedDataFrameBytes(size));
+        fresh.encodeMaskedData(into, 3, payload, key);
+        expect(Buffer.from(into).equals(wsFrame(3, payload, key)), `size ${size}`).toBe(true);
+      }
+    } finally {
+      vi.unstubAllEnvs();
+      vi.resetModules();
     }
   });
 
