@@ -5,11 +5,11 @@
  * the HTTP status, so a caller can tell a wrong token (401: no use retrying) from an overloaded gateway (503).
  */
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, isErrorCode } from '../shared/errors.js';
 import { Session, type SessionOptions } from '../shared/session.js';
-import type { Corkable } from '../shared/turn-cork.js';
 import { WsTransport } from './mux.js';
 
 /** The most of a refusal's body read for its `{ code, message }`, in bytes. */
@@ -82,8 +82,11 @@ export function dial(opts: DialOptions): Promise<Dialed> {
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
     ws.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() }));
   });
-  /** The TCP (or TLS) socket under the WebSocket: the transport writes a turn's frames in one write. */
-  let socket: Corkable | undefined;
+  /**
+   * The TCP (or TLS) socket under the WebSocket: the transport writes a turn's frames in one write, and DATA
+   * frames straight to it, masked as they are copied (no permessage-deflate is offered above).
+   */
+  let socket: Socket | undefined;
   ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket));
   return new Promise<Dialed>((resolve, reject) => {
     let settled = false;
@@ -107,7 +110,7 @@ export function dial(opts: DialOptions): Promise<Dialed> {
       }
       settled = true;
       const maxBuffered = opts.session?.maxTransportBufferedBytes ?? DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES;
-      const transport = new WsTransport(ws, maxBuffered, undefined, socket);
+      const transport = new WsTransport(ws, maxBuffered, undefined, socket, socket && { socket });
       const session = new Session({ ...opts.session, role: 'client', transport, maxTransportBufferedBytes: maxBuffered });
       transport.bind(session);
       resolve({ ws, session, url: redactedUrl(url), closed });

@@ -10,7 +10,9 @@ import { nextTick } from 'node:process';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
-import { MAX_FRAME_BYTES } from '../shared/constants.js';
+import { maskedDataFrameBytes, writeMaskedData, type FrameSink } from '../client/masked-frames.js';
+import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
+import { encodeData } from '../shared/encode.js';
 import { BufferPool } from '../shared/buffer-pool.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session, type Stream, type Transport } from '../shared/session.js';
@@ -97,6 +99,12 @@ export class WsTransport implements Transport {
 
   /** One write per turn on the socket under the WebSocket (shared/turn-cork.ts), when the caller gave it. */
   private readonly turns: TurnCork | undefined;
+  /**
+   * A client's WebSocket (the agent's dial) sends DATA straight to its socket, masked as it is copied
+   * (client/masked-frames.ts): one copy of the payload where ws.send() makes two. Undefined on the gateway's
+   * side, which does not mask, and then the engine encodes each frame and calls send().
+   */
+  readonly sendData: ((streamId: number, data: Uint8Array) => void) | undefined;
 
   constructor(
     private readonly ws: WebSocket,
@@ -105,9 +113,24 @@ export class WsTransport implements Transport {
     private readonly onInternalError: (err: unknown) => void = () => {},
     /** The TCP socket under `ws` (the upgrade request's, or the handshake response's). */
     socket?: Corkable,
+    /** `ws` is a client whose socket is `socket` and that offered no extension: frame and mask DATA here. */
+    maskedData?: { socket: FrameSink },
   ) {
     this.drainBelowBytes = maxBufferedBytes / 2;
     this.turns = socket && new TurnCork(socket, nextTick);
+    this.sendData = maskedData && ((streamId, data) => this.sendMasked(maskedData.socket, streamId, data));
+  }
+
+  private sendMasked(socket: FrameSink, streamId: number, data: Uint8Array): void {
+    // Not open, or an extension after all (ws would queue its own frames behind compression): through ws.
+    if (this.ws.readyState !== this.ws.OPEN || this.ws.extensions !== '') {
+      this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
+      return;
+    }
+    const n = maskedDataFrameBytes(data.length);
+    this.bufferedAmount += n;
+    this.turns?.cork();
+    writeMaskedData(socket, streamId, data, () => this.sent(n));
   }
 
   /** Large DATA frames are built in recycled buffers (shared/buffer-pool.ts), given back once ws wrote them. */
