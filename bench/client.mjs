@@ -211,14 +211,20 @@ async function idle({ target, count, concurrency }) {
  *   (1 = perfectly even). A window of steady state, not "until the first one finishes", which early finishers cut
  *   to a few dozen milliseconds.
  */
-async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250 }) {
+async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250, aggregateOnly = false, reportCpu = false }) {
   const each = Math.max(Math.floor(bytes / streams), 2 * 1024 * 1024);
+  const cpu0 = process.cpuUsage();
   const aggregate = await downloads(target, streams, each, async (all) => {
     const t0 = performance.now();
     await timeout(all.finished, 'parallel transfers');
     return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
   });
-  if (streams === 1) return { aggregate };
+  if (reportCpu) {
+    // bench/cpu-probe.mjs: this process's CPU over the aggregate transfer (with opening the streams), in ms.
+    const { user, system } = process.cpuUsage(cpu0);
+    if (aggregateOnly || streams === 1) return { aggregate, cpu: { user: user / 1000, system: system / 1000 } };
+  }
+  if (streams === 1 || aggregateOnly) return { aggregate };
   const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));

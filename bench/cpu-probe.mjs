@@ -4,7 +4,8 @@
 //   node bench/cpu-probe.mjs RELAYS PHASE [ROUNDS=3] [MiB=1024]
 //   node bench/cpu-probe.mjs websockify,sockgate-raw downLean 5
 //   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
-// RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo. Prints one line per transfer (MB/s;
+// RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo, or parN: N downloads at once (mux: N
+// streams of one session; the others N connections; e.g. par100), their aggregate. Prints one line per transfer (MB/s;
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
 // 128 MiB first, unmeasured; the client's start-up is not counted (it reads its CPU around the transfer).
 import { spawnSync } from 'node:child_process';
@@ -32,9 +33,14 @@ for (const key of keys) {
   relays[key] = await def.start(ports);
 }
 
+/** `parN`: N downloads at once (mux: streams of one session), as bench/run.mjs's mux section runs them. */
+const parallelStreams = /^par(\d+)$/.exec(phase)?.[1];
+
 /** One transfer in a client process of its own; its CPU is read inside it, around the transfer only. */
 function transfer(key, bytes) {
-  const task = { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true };
+  const task = parallelStreams
+    ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true }
+    : { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true };
   const out = spawnSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify(task)], {
     env: { ...process.env, NODE_PATH: join(root, 'bench/shim') },
     timeout: 300_000,
@@ -47,7 +53,9 @@ function transfer(key, bytes) {
 
 for (const key of keys) transfer(key, 128 * 1024 * 1024);
 const bytes = Number(mibArg) * 1024 * 1024;
-const gib = bytes / 2 ** 30;
+// parN moves at least 2 MiB per download (bench/client.mjs parallel()).
+const moved = parallelStreams ? Math.max(Math.floor(bytes / Number(parallelStreams)), 2 * 1024 * 1024) * Number(parallelStreams) : bytes;
+const gib = moved / 2 ** 30;
 const rates = Object.fromEntries(keys.map((k) => [k, []]));
 for (let round = 0; round < Number(roundsArg); round++) {
   for (const key of keys) {
@@ -56,9 +64,10 @@ for (let round = 0; round < Number(roundsArg); round++) {
     const r = transfer(key, bytes);
     const relayMs = (treeCpuMs(relays[key].pids) - relay0) / gib;
     const backendMs = (treeCpuMs([backends.pid]) - backend0) / gib;
-    rates[key].push(r[phase]);
+    const rate = parallelStreams ? r.aggregate : r[phase];
+    rates[key].push(rate);
     console.log(
-      `${key} ${phase}: ${r[phase].toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
+      `${key} ${phase}: ${rate.toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
         `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
     );
   }

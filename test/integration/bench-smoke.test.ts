@@ -92,3 +92,29 @@ describe('npm run bench, at toy sizes', () => {
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
 });
+
+describe('node bench/cpu-probe.mjs, at toy sizes', () => {
+  it('reports MB/s and CPU per GiB for one transfer and for parallel downloads', { timeout: 120_000 }, async () => {
+    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_')));
+    for (const phase of ['echo', 'par10']) {
+      const run = spawn(process.execPath, [join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], {
+        cwd: root,
+        env: inherited,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const closed = new Promise<number | null>((r) => run.once('close', r));
+      let out = '';
+      let err = '';
+      run.stdout.on('data', (d: Buffer) => (out += d));
+      run.stderr.on('data', (d: Buffer) => (err += d));
+      const timer = setTimeout(() => run.kill('SIGTERM'), 100_000);
+      const code = await closed;
+      clearTimeout(timer);
+      expect(code, err.slice(-4000)).toBe(0);
+      for (const key of ['sockgate-raw', 'sockgate-mux']) {
+        expect(out, phase).toMatch(new RegExp(`^${key} ${phase}: \\d+ MB/s; CPU ms per GiB: client \\d+ \\+ \\d+, relay \\d+, backend \\d+$`, 'm'));
+        expect(out, phase).toMatch(new RegExp(`^median ${key} ${phase}: \\d+ MB/s$`, 'm'));
+      }
+    }
+  });
+});
