@@ -6,8 +6,9 @@
  * payload and two 64 KiB allocations: shared/encode.ts copied the application's bytes behind the 6-byte header,
  * then ws copied that message again to mask it (ws never masks a caller's buffer in place). Here the payload is
  * copied once, masked on the way, into a recycled buffer that already holds the WebSocket header and our frame
- * header. Measured with bench/cpu-probe.mjs: mux upload 1,006 -> 1,205 MB/s, mux echo 492 -> 537 MB/s, the SDK
- * client's user CPU about 120 ms per GiB lower (docs/BENCHMARKS.md).
+ * header. Measured with bench/cpu-probe.mjs (docs/BENCHMARKS.md): the SDK client's user CPU uploading 472-543 ->
+ * 304-379 ms per GiB; mux upload 858 -> 913 MB/s and echo 483 -> 514 (a first patched build: 1,006 -> 1,205 and
+ * 492 -> 537).
  *
  * Writing beside ws is safe while ws itself writes each frame to the socket synchronously, in call order: it does
  * unless permessage-deflate was negotiated (its compression is asynchronous and queues ws's frames) or a Blob is
