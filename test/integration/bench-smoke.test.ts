@@ -13,6 +13,35 @@ import { afterAll, describe, expect, it } from 'vitest';
 const root = join(import.meta.dirname, '../..');
 const RELAYS = ['direct TCP', 'bare ws+net bridge', 'sockgate raw', 'sockgate mux'];
 
+/** The developer's own BENCH_* settings (sections, variants, profiles) must not change what runs here. */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_')));
+}
+
+/**
+ * Run a bench script to its end, SIGTERM after `timeoutMs`; `spawned` gets the child and its close (for a cleanup
+ * that must stop it). 'close', not 'exit': the report is the last thing printed, and stdout may still be draining
+ * at 'exit'.
+ */
+async function runScript(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  spawned?: (child: ChildProcess, closed: Promise<number | null>) => void,
+): Promise<{ code: number | null; out: string; err: string }> {
+  const run = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const closed = new Promise<number | null>((r) => run.once('close', r));
+  spawned?.(run, closed);
+  let out = '';
+  let err = '';
+  run.stdout.on('data', (d: Buffer) => (out += d));
+  run.stderr.on('data', (d: Buffer) => (err += d));
+  const timer = setTimeout(() => run.kill('SIGTERM'), timeoutMs);
+  const code = await closed;
+  clearTimeout(timer);
+  return { code, out, err };
+}
+
 describe('npm run bench, at toy sizes', () => {
   const dir = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-smoke-'));
   let child: ChildProcess | undefined;
@@ -29,10 +58,8 @@ describe('npm run bench, at toy sizes', () => {
   });
 
   it('runs every section and reports a number in every cell it checks', { timeout: 300_000 }, async () => {
-    // The developer's own BENCH_* settings (sections, variants, profiles) must not change what runs here.
-    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_')));
     const env = {
-      ...inherited,
+      ...inheritedEnv(),
       BENCH_RESULTS_DIR: dir,
       BENCH_MB: '4',
       BENCH_WARMUP_MB: '1',
@@ -44,17 +71,10 @@ describe('npm run bench, at toy sizes', () => {
       BENCH_MUX_STREAMS: '1,10',
       BENCH_BROWSER_MB: '2',
     };
-    const run = spawn(process.execPath, [join(root, 'bench/run.mjs'), '--only', 'direct,bare,sockgate-raw,sockgate-mux'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child = run;
-    // 'close', not 'exit': the report is the last thing printed, and stdout may still be draining at 'exit'.
-    closed = new Promise<number | null>((r) => run.once('close', r));
-    let out = '';
-    let err = '';
-    run.stdout.on('data', (d: Buffer) => (out += d));
-    run.stderr.on('data', (d: Buffer) => (err += d));
-    const timer = setTimeout(() => run.kill('SIGTERM'), 280_000);
-    const code = await closed;
-    clearTimeout(timer);
+    const { code, out, err } = await runScript([join(root, 'bench/run.mjs'), '--only', 'direct,bare,sockgate-raw,sockgate-mux'], env, 280_000, (c, p) => {
+      child = c;
+      closed = p;
+    });
     expect(code, err.slice(-4000)).toBe(0);
 
     const rows = new Map(
@@ -95,21 +115,8 @@ describe('npm run bench, at toy sizes', () => {
 
 describe('node bench/cpu-probe.mjs, at toy sizes', () => {
   it('reports MB/s and CPU per GiB for one transfer and for parallel downloads', { timeout: 120_000 }, async () => {
-    const inherited = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BENCH_')));
     for (const phase of ['echo', 'par10']) {
-      const run = spawn(process.execPath, [join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], {
-        cwd: root,
-        env: inherited,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const closed = new Promise<number | null>((r) => run.once('close', r));
-      let out = '';
-      let err = '';
-      run.stdout.on('data', (d: Buffer) => (out += d));
-      run.stderr.on('data', (d: Buffer) => (err += d));
-      const timer = setTimeout(() => run.kill('SIGTERM'), 100_000);
-      const code = await closed;
-      clearTimeout(timer);
+      const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], inheritedEnv(), 50_000);
       expect(code, err.slice(-4000)).toBe(0);
       for (const key of ['sockgate-raw', 'sockgate-mux']) {
         expect(out, phase).toMatch(new RegExp(`^${key} ${phase}: \\d+ MB/s; CPU ms per GiB: client \\d+ \\+ \\d+, relay \\d+, backend \\d+$`, 'm'));
