@@ -1,6 +1,6 @@
 /**
- * sockgate/client for Node: the universal SDK with the `ws` package as the default WebSocket class when the
- * runtime has no global one (Node 20), and toDuplex() for code that wants a Node stream.
+ * sockgate/client for Node: the universal SDK with the `ws` package as the default WebSocket class (also where the
+ * runtime has a global one, Node 22 and later), and toDuplex() for code that wants a Node stream.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
@@ -14,7 +14,6 @@ import { writeMaskedData } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
 import type { SockgateSocket } from './socket.js';
-import type { WebSocketConstructor } from './transport.js';
 
 export * from './index.js';
 
@@ -58,12 +57,16 @@ export class NodeWebSocket extends WebSocket {
   }
 }
 
-/** As the universal openSession, with `ws` as the default WebSocket class when there is no global one. */
+/**
+ * As the universal openSession, with NodeWebSocket (`ws`) as the default WebSocket class even where the runtime
+ * has a global one (Node 22 and later): only it refuses an oversized message from its header, before buffering it
+ * (PROTOCOL 1.4), reports when each send reached the kernel (recycled frames, no polling for drain), and batches
+ * and frames as above. Pass `WebSocket: globalThis.WebSocket` for the global one.
+ */
 export function openSession(url: string | URL, options: OpenSessionOptions & { reconnect: true | ReconnectOptions }): Promise<ReconnectingSession>;
 export function openSession(url: string | URL, options?: OpenSessionOptions): Promise<SockgateSession>;
 export function openSession(url: string | URL, options: OpenSessionOptions = {}): Promise<SockgateSession | ReconnectingSession> {
-  const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-  return openUniversal(url, { ...options, WebSocket: options.WebSocket ?? global ?? NodeWebSocket });
+  return openUniversal(url, { ...options, WebSocket: options.WebSocket ?? NodeWebSocket });
 }
 
 /**

@@ -23,8 +23,8 @@ import {
 
 export interface OpenSessionOptions {
   /**
-   * The WebSocket class to use. Default: globalThis.WebSocket (browsers, Node 22+). The Node entry of
-   * `sockgate/client` falls back to the `ws` package when there is no global.
+   * The WebSocket class to use. Default: globalThis.WebSocket (browsers). The Node entry of `sockgate/client`
+   * uses the `ws` package instead, also where Node has a global WebSocket (client/node.ts says why).
    */
   WebSocket?: WebSocketConstructor;
   /**

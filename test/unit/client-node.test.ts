@@ -61,6 +61,36 @@ describe('toDuplex', () => {
   });
 });
 
+describe('openSession (Node entry)', () => {
+  it('uses ws even where the runtime has a global WebSocket (Node 22 and later)', async () => {
+    server = await startMuxServer();
+    const constructed: string[] = [];
+    class GlobalWebSocket {
+      constructor(url: string) {
+        constructed.push(url);
+        throw new Error('the global WebSocket was used');
+      }
+    }
+    const g = globalThis as { WebSocket?: unknown };
+    const had = Object.prototype.hasOwnProperty.call(g, 'WebSocket');
+    const before = g.WebSocket;
+    g.WebSocket = GlobalWebSocket;
+    try {
+      session = await openSession(server.url);
+    } finally {
+      if (had) g.WebSocket = before;
+      else delete g.WebSocket;
+    }
+    expect(constructed).toEqual([]);
+    const socket = session.connect('echo');
+    const { readable, writable } = await socket.opened;
+    const writer = writable.getWriter();
+    await writer.write(new Uint8Array([1, 2, 3]));
+    const { value } = await readable.getReader().read();
+    expect([...value!]).toEqual([1, 2, 3]);
+  });
+});
+
 describe('NodeWebSocket.corkTurn', () => {
   it("holds a turn's frames and hands them to the kernel together once the turn's promise jobs have run", async () => {
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
