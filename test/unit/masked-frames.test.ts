@@ -4,12 +4,15 @@
  * in order, between ws's own frames.
  */
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type net from 'node:net';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import * as wsModule from 'ws';
-import { WebSocketServer } from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { encodeMaskedData, maskedDataFrameBytes, writeMaskedData } from '../../client/masked-frames.js';
 import { NodeWebSocket } from '../../client/node.js';
 import { MAX_DATA_PAYLOAD } from '../../shared/constants.js';
@@ -163,6 +166,38 @@ describe('NodeWebSocket.sendData', () => {
     } finally {
       ws.terminate();
       wss.close();
+    }
+  });
+
+  it('writes through TLS (wss:) as well: the socket under the WebSocket is then a TLSSocket', async () => {
+    const tlsDir = join(import.meta.dirname, '../fixtures/tls');
+    const cert = readFileSync(join(tlsDir, 'cert.pem'));
+    const https = createHttpsServer({ cert, key: readFileSync(join(tlsDir, 'key.pem')) });
+    const wss = new WebSocketServer({ server: https });
+    https.listen(0, '127.0.0.1');
+    await once(https, 'listening');
+    const received: Buffer[] = [];
+    wss.on('connection', (peer) => peer.on('message', (m: Buffer) => received.push(m)));
+    // The SDK's NodeWebSocket takes no TLS options; ws with the same settings and writeMaskedData is the same path.
+    const ws = new WebSocket(`wss://127.0.0.1:${(https.address() as net.AddressInfo).port}`, { ca: cert, perMessageDeflate: false });
+    let socket!: net.Socket;
+    ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket as net.Socket));
+    try {
+      await once(ws, 'open');
+      expect(socket.constructor.name).toBe('TLSSocket');
+      const expected: Buffer[] = [];
+      let done = 0;
+      for (const [i, size] of [3, 65_536, 20_000].entries()) {
+        const payload = noiseBytes(size, i + 7);
+        writeMaskedData(socket, 2 * i + 1, payload, () => done++);
+        expected.push(Buffer.from(encodeData(2 * i + 1, payload)));
+      }
+      await waitFor(() => received.length === expected.length && done === expected.length, 10_000, 'every message at the server');
+      expect(received.map((m, i) => m.equals(expected[i]!))).toEqual([true, true, true]);
+    } finally {
+      ws.terminate();
+      wss.close();
+      https.close();
     }
   });
 });
