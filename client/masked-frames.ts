@@ -21,6 +21,8 @@ import { createRequire } from 'node:module';
 import { BufferPool } from '../shared/buffer-pool.js';
 import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../shared/constants.js';
 
+/** WebSocket.OPEN. */
+const WS_OPEN = 1;
 /** The WebSocket header of a masked binary message of up to MAX_FRAME_BYTES: 2 + 8 length bytes + 4 mask bytes. */
 const MAX_WS_HEADER_BYTES = 14;
 /** Frames of payloads at least this large go in recycled memory; smaller ones are allocated to size. */
@@ -133,6 +135,23 @@ export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Ui
 /** The part of a net.Socket (or tls.TLSSocket) this writes to. */
 export interface FrameSink {
   write(chunk: Uint8Array, cb: (err?: Error | null) => void): boolean;
+}
+
+/** What the guard of writeMaskedDataBeside reads of a `ws` WebSocket. */
+export interface WsState {
+  readonly readyState: number;
+  readonly extensions: string;
+}
+
+/**
+ * Send one DATA frame on `socket`, the socket under `ws`, when writing beside ws is safe (see the top of this
+ * file): ws is open and negotiated no extension. Returns false, having written nothing, otherwise: send through
+ * ws then. `done` as for writeMaskedData.
+ */
+export function writeMaskedDataBeside(ws: WsState, socket: FrameSink, streamId: number, payload: Uint8Array, done: () => void): boolean {
+  if (ws.readyState !== WS_OPEN || ws.extensions !== '') return false;
+  writeMaskedData(socket, streamId, payload, done);
+  return true;
 }
 
 /**

@@ -10,7 +10,7 @@ import type { ReadableStream as NodeReadableStream, WritableStream as NodeWritab
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { TurnCork } from '../shared/turn-cork.js';
-import { writeMaskedData } from './masked-frames.js';
+import { writeMaskedDataBeside } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
 import type { SockgateSocket } from './socket.js';
@@ -51,9 +51,7 @@ export class NodeWebSocket extends WebSocket {
    * it was written. False when this cannot (not open, or an extension was negotiated): use send() then.
    */
   sendData(streamId: number, payload: Uint8Array, done: () => void): boolean {
-    if (!this.socket || this.readyState !== WebSocket.OPEN || this.extensions !== '') return false;
-    writeMaskedData(this.socket, streamId, payload, done);
-    return true;
+    return this.socket !== undefined && writeMaskedDataBeside(this, this.socket, streamId, payload, done);
   }
 }
 

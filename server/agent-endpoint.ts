@@ -14,12 +14,11 @@ import type { WebSocket } from 'ws';
 import { AGENT_PATH, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError } from '../shared/errors.js';
 import { Session } from '../shared/session.js';
-import type { Corkable } from '../shared/turn-cork.js';
 import { admitUpgrade, type AdmittedAgent, type Admission } from './admission.js';
 import type { AgentLink, AgentRegistry } from './agent-registry.js';
 import type { GatewayLimits } from './config.js';
 import { startKeepalive, terminateAfter } from './keepalive.js';
-import { WsTransport, limitFrameSize } from './mux.js';
+import { WsTransport, limitFrameSize, type WsSocket } from './mux.js';
 import { StreamSocket } from './stream-socket.js';
 import { offeredSubprotocols, releaseUpgradeRequest, sendError } from './ws-util.js';
 
@@ -98,7 +97,7 @@ interface AgentSessionContext {
   log: FastifyBaseLogger;
   remoteAddress: string;
   /** The TCP socket under the WebSocket: the transport writes a turn's frames in one write. */
-  socket?: Corkable;
+  socket?: WsSocket;
   onSession?(): () => void;
   onKeepaliveTimeout?(): void;
 }

@@ -110,7 +110,7 @@ export function dial(opts: DialOptions): Promise<Dialed> {
       }
       settled = true;
       const maxBuffered = opts.session?.maxTransportBufferedBytes ?? DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES;
-      const transport = new WsTransport(ws, maxBuffered, undefined, socket, socket && { socket });
+      const transport = new WsTransport(ws, maxBuffered, undefined, socket, true);
       const session = new Session({ ...opts.session, role: 'client', transport, maxTransportBufferedBytes: maxBuffered });
       transport.bind(session);
       resolve({ ws, session, url: redactedUrl(url), closed });

@@ -10,7 +10,7 @@ import { nextTick } from 'node:process';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
-import { maskedDataFrameBytes, writeMaskedData, type FrameSink } from '../client/masked-frames.js';
+import { maskedDataFrameBytes, writeMaskedDataBeside, type FrameSink } from '../client/masked-frames.js';
 import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import { BufferPool } from '../shared/buffer-pool.js';
@@ -92,6 +92,9 @@ const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
  * for the kernel, so this is our queue plus ws's, the number the engine throttles DATA on. When it falls below
  * half of `maxBufferedBytes` and the engine has DATA waiting, the engine is told the transport drained.
  */
+/** The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA. */
+export type WsSocket = Corkable & FrameSink;
+
 export class WsTransport implements Transport {
   bufferedAmount = 0;
   private session: Session | undefined;
@@ -111,26 +114,24 @@ export class WsTransport implements Transport {
     maxBufferedBytes: number,
     /** Called with anything the engine throws from a ws event (a bug: the session is closed 1011). */
     private readonly onInternalError: (err: unknown) => void = () => {},
-    /** The TCP socket under `ws` (the upgrade request's, or the handshake response's). */
-    socket?: Corkable,
-    /** `ws` is a client whose socket is `socket` and that offered no extension: frame and mask DATA here. */
-    maskedData?: { socket: FrameSink },
+    /** The TCP (or TLS) socket under `ws` (the upgrade request's, or the handshake response's). */
+    socket?: WsSocket,
+    /** `ws` is a client (it masks): write DATA to `socket` here, masked as it is copied. */
+    maskData = false,
   ) {
     this.drainBelowBytes = maxBufferedBytes / 2;
     this.turns = socket && new TurnCork(socket, nextTick);
-    this.sendData = maskedData && ((streamId, data) => this.sendMasked(maskedData.socket, streamId, data));
+    this.sendData = socket && maskData ? (streamId, data) => this.sendMasked(socket, streamId, data) : undefined;
   }
 
   private sendMasked(socket: FrameSink, streamId: number, data: Uint8Array): void {
-    // Not open, or an extension after all (ws would queue its own frames behind compression): through ws.
-    if (this.ws.readyState !== this.ws.OPEN || this.ws.extensions !== '') {
-      this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
-      return;
-    }
     const n = maskedDataFrameBytes(data.length);
-    this.bufferedAmount += n;
     this.turns?.cork();
-    writeMaskedData(socket, streamId, data, () => this.sent(n));
+    this.bufferedAmount += n;
+    if (writeMaskedDataBeside(this.ws, socket, streamId, data, () => this.sent(n))) return;
+    // Not open, or an extension after all: through ws.
+    this.bufferedAmount -= n;
+    this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
   }
 
   /** Large DATA frames are built in recycled buffers (shared/buffer-pool.ts), given back once ws wrote them. */
@@ -231,7 +232,7 @@ let sessionSeq = 0;
 export function handleMuxSession(
   ws: WebSocket,
   ctx: MuxContext,
-  meta: { remoteAddress: string; principal?: string; socket?: Corkable },
+  meta: { remoteAddress: string; principal?: string; socket?: WsSocket },
 ): MuxSessionHandle | undefined {
   const log = ctx.log.child({ mux: ++sessionSeq, remote: meta.remoteAddress, ...(meta.principal !== undefined && { principal: meta.principal }) });
   try {
@@ -244,7 +245,7 @@ export function handleMuxSession(
   }
 }
 
-function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger, socket: Corkable | undefined): MuxSessionHandle {
+function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger, socket: WsSocket | undefined): MuxSessionHandle {
   const startedAt = performance.now();
   const { limits } = ctx;
   limitFrameSize(ws, log);

@@ -72,7 +72,7 @@ describe('WsTransport', () => {
     const { server, client, clientSocket, atServer, close } = await pair();
     try {
       expect(new WsTransport(server, 1024 * 1024).sendData).toBeUndefined(); // the gateway's side frames nothing itself
-      const transport = new WsTransport(client, 1024 * 1024, undefined, clientSocket, { socket: clientSocket });
+      const transport = new WsTransport(client, 1024 * 1024, undefined, clientSocket, true);
       const expected: Uint8Array[] = [];
       for (const [i, size] of [1, 200, 65_536, 40_000].entries()) {
         const payload = noiseBytes(size, i);
