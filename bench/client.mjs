@@ -100,9 +100,15 @@ async function roundTrip(target, rounds) {
   return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
 }
 
+/** This process's CPU since `start` (a process.cpuUsage() reading): { user, system } in ms (bench/cpu-probe.mjs). */
+function cpuSince(start) {
+  const { user, system } = process.cpuUsage(start);
+  return { user: user / 1000, system: system / 1000 };
+}
+
 /**
  * `phases` (for profiling one direction at a time) leaves the other results at 0. `reportCpu` adds this process's
- * CPU over the phases, { user, system } in ms (bench/cpu-probe.mjs).
+ * CPU over the phases (cpuSince).
  */
 async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false }) {
   const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
@@ -112,10 +118,7 @@ async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'd
   if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await download(target, bytes, { lean: true });
   if (phases.includes('echo')) r.echo = await echo(target, bytes);
   if (phases.includes('rtt')) Object.assign(r, await roundTrip(target, rttRounds));
-  if (reportCpu) {
-    const { user, system } = process.cpuUsage(cpu0);
-    r.cpu = { user: user / 1000, system: system / 1000 };
-  }
+  if (reportCpu) r.cpu = cpuSince(cpu0);
   return r;
 }
 
@@ -219,12 +222,9 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
     await timeout(all.finished, 'parallel transfers');
     return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
   });
-  if (reportCpu) {
-    // bench/cpu-probe.mjs: this process's CPU over the aggregate transfer (with opening the streams), in ms.
-    const { user, system } = process.cpuUsage(cpu0);
-    if (aggregateOnly || streams === 1) return { aggregate, cpu: { user: user / 1000, system: system / 1000 } };
-  }
-  if (streams === 1 || aggregateOnly) return { aggregate };
+  // `reportCpu`: this process's CPU over the aggregate transfer, opening the streams included (cpuSince).
+  const cpu = reportCpu ? cpuSince(cpu0) : undefined;
+  if (streams === 1 || aggregateOnly) return { aggregate, cpu };
   const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
@@ -238,7 +238,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
     const total = moved.reduce((a, b) => a + b, 0);
     return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / seconds };
   });
-  return { aggregate, ...steadyState };
+  return { aggregate, cpu, ...steadyState };
 }
 
 /**
