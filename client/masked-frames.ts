@@ -91,7 +91,6 @@ export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Ui
   const total = maskedDataFrameBytes(n);
   if (into.length < total) throw new RangeError(`frame buffer ${into.length} < ${total}`);
   const message = HEADER_BYTES + n;
-  const view = new DataView(into.buffer, into.byteOffset, into.byteLength);
   into[0] = 0x82; // FIN, binary
   let at: number;
   if (message < 126) {
@@ -99,12 +98,16 @@ export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Ui
     at = 2;
   } else if (message < 65_536) {
     into[1] = 0x80 | 126;
-    view.setUint16(2, message);
+    into[2] = message >>> 8;
+    into[3] = message & 0xff;
     at = 4;
   } else {
+    // 64-bit length; a message is at most MAX_FRAME_BYTES, so only the low three bytes are not zero.
     into[1] = 0x80 | 127;
-    view.setUint32(2, 0);
-    view.setUint32(6, message);
+    into.fill(0, 2, 7);
+    into[7] = message >>> 16;
+    into[8] = (message >>> 8) & 0xff;
+    into[9] = message & 0xff;
     at = 10;
   }
   const k0 = key[0]!;
