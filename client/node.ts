@@ -5,6 +5,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { nextTick } from 'node:process';
+import { setImmediate } from 'node:timers';
 import { Duplex, type DuplexOptions } from 'node:stream';
 import type { ReadableStream as NodeReadableStream, WritableStream as NodeWritableStream } from 'node:stream/web';
 import WebSocket from 'ws';
@@ -38,12 +39,12 @@ export class NodeWebSocket extends WebSocket {
     super(url, protocols, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     this.once('upgrade', (res: IncomingMessage) => {
       this.socket = res.socket;
-      this.turns = new TurnCork(res.socket, nextTick);
+      this.turns = new TurnCork(res.socket, nextTick, setImmediate);
     });
   }
 
-  corkTurn(): void {
-    this.turns?.cork();
+  corkTurn(deferrable = false): void {
+    this.turns?.cork(deferrable);
   }
 
   /**

@@ -22,9 +22,10 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
   /**
    * Optional (the Node SDK's default WebSocket has it): hold back this turn's writes and hand them to the kernel
-   * together, in one write, once the turn's promise jobs have run. Called before each send.
+   * together, in one write, once the turn's promise jobs have run. Called before each send. `deferrable` (a
+   * WINDOW): this write alone may wait until the event loop's pending I/O has run (shared/turn-cork.ts).
    */
-  corkTurn?(): void;
+  corkTurn?(deferrable?: boolean): void;
   /**
    * Optional (the Node SDK's default WebSocket has it): send one DATA frame for `streamId`, framing and masking it
    * in one copy; `done` runs once it reached the kernel. Returns false when it cannot, and then sent nothing.
@@ -107,11 +108,11 @@ export class WebSocketTransport implements Transport {
     return this.frames.take();
   }
 
-  send(message: Uint8Array): void {
+  send(message: Uint8Array, deferrable = false): void {
     // Only ever called once open; a closing socket drops what it is given, as the engine expects.
     // shared/encode.ts allocates every message with new Uint8Array(n) (or in frameBuffer()'s ArrayBuffer).
     if (this.ws.readyState !== OPEN) return;
-    this.ws.corkTurn?.();
+    this.ws.corkTurn?.(deferrable);
     if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
     if (!this.frames.owns(message)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
     // Called once, also with an error when the WebSocket closed: ws holds no reference to the bytes after it.

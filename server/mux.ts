@@ -7,6 +7,7 @@
  */
 import type { OnReadOpts } from 'node:net';
 import { nextTick } from 'node:process';
+import { setImmediate } from 'node:timers';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
@@ -120,7 +121,7 @@ export class WsTransport implements Transport {
     maskData = false,
   ) {
     this.drainBelowBytes = maxBufferedBytes / 2;
-    this.turns = socket && new TurnCork(socket, nextTick);
+    this.turns = socket && new TurnCork(socket, nextTick, setImmediate);
     this.sendData = socket && maskData ? (streamId, data) => this.sendMasked(socket, streamId, data) : undefined;
   }
 
@@ -139,13 +140,13 @@ export class WsTransport implements Transport {
     return bytes >= SMALL_READ_BYTES ? framePool.take() : undefined;
   }
 
-  send(message: Uint8Array): void {
+  send(message: Uint8Array, deferrable = false): void {
     const n = message.byteLength;
     this.bufferedAmount += n;
     // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down;
     // either way ws no longer refers to the message then, so a pooled frame can be reused.
     const pooled = framePool.owns(message);
-    this.turns?.cork();
+    this.turns?.cork(deferrable);
     this.ws.send(message, () => {
       if (pooled) framePool.give(message);
       this.sent(n);

@@ -37,8 +37,11 @@ import { fitCloseReason } from './utf8.js';
 
 /** What a session needs from its WebSocket. */
 export interface Transport {
-  /** Send one binary message. */
-  send(message: Uint8Array): void;
+  /**
+   * Send one binary message. `deferrable` (a WINDOW): the transport may hold it a little, to the end of the event
+   * loop's pending I/O, to send it together with others (shared/turn-cork.ts); ignoring it is always correct.
+   */
+  send(message: Uint8Array, deferrable?: boolean): void;
   /**
    * Optional: memory for the next DATA frame of `bytes` bytes, which send() receives back and may recycle once
    * the frame left (server/mux.ts pools them). Undefined: the engine allocates the frame.
@@ -219,7 +222,9 @@ export class Stream {
     const update = this.window.consume(n, this.session.now(), this.session.rtt, this.session.windowShare);
     // After the peer's FIN no more DATA comes, so credit would be wasted bytes on the wire.
     if (update && !this.remoteEnded) {
-      this.session.sendControl(encodeWindow(this.id, update.consumed, update.window));
+      // Credit may wait until the loop's pending I/O has run (Transport.send): it is returned once half a window
+      // was consumed (PROTOCOL 5.5), so the other half covers the wait.
+      this.session.sendControl(encodeWindow(this.id, update.consumed, update.window), true);
       this.session.probeRtt();
     }
   }
@@ -491,14 +496,14 @@ export class Session {
     this.afterSend(stream);
   }
 
-  /** @internal */
-  sendControl(message: Uint8Array): void {
+  /** @internal `deferrable`: see Transport.send. */
+  sendControl(message: Uint8Array, deferrable = false): void {
     if (this.closed) return;
     if (this.transport.bufferedAmount > this.maxBacklog) {
       this.close(new SockgateError('SOCKGATE_ERR_SESSION_POLICY', 'peer does not read'));
       return;
     }
-    this.transport.send(message);
+    this.transport.send(message, deferrable);
   }
 
   /** @internal */

@@ -124,6 +124,8 @@ export interface RawSession {
   session: Session;
   /** Every message the session sent, in order. */
   readonly out: Uint8Array[];
+  /** For each message in `out`: whether the session said it may be deferred (Transport.send). */
+  readonly deferrable: boolean[];
   /** The frames it sent, decoded (throws if the session ever sent an invalid frame). */
   frames(): Frame[];
   /** Frames sent since the last call to take(). */
@@ -143,9 +145,11 @@ export function rawSession(opts: Side & { role?: Role } = {}): RawSession {
   let buffered = 0;
   let taken = 0;
   const out: Uint8Array[] = [];
+  const deferrable: boolean[] = [];
   const raw: RawSession = {
     session: undefined as unknown as Session,
     out,
+    deferrable,
     frames: () => out.map((m) => decodeFrame(m)),
     take() {
       const fresh = out.slice(taken).map((m) => decodeFrame(m));
@@ -168,8 +172,9 @@ export function rawSession(opts: Side & { role?: Role } = {}): RawSession {
       onClose?.(err);
     },
     transport: {
-      send(message) {
+      send(message, mayWait) {
         out.push(message.slice());
+        deferrable.push(mayWait === true);
       },
       get bufferedAmount() {
         return buffered;

@@ -116,6 +116,26 @@ describe('NodeWebSocket.corkTurn', () => {
       expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
       await waitFor(() => received.length === 2, 5000, 'both messages at the server');
       expect(received).toEqual(['a', 'b']);
+
+      // A deferrable frame (a WINDOW) waits past its turn, until the loop's pending I/O has run.
+      ws.corkTurn(true);
+      ws.send('c');
+      await new Promise((r) => process.nextTick(r));
+      await Promise.resolve();
+      expect([socket.writableCorked, received.length]).toEqual([1, 2]);
+      await new Promise((r) => setImmediate(r));
+      expect(socket.writableCorked).toBe(0);
+      // ... unless another frame comes first: then both go at the end of that frame's turn.
+      ws.corkTurn(true);
+      ws.send('d');
+      await new Promise((r) => process.nextTick(r));
+      ws.corkTurn();
+      ws.send('e');
+      expect(socket.writableCorked).toBe(1);
+      await new Promise((r) => process.nextTick(r));
+      expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
+      await waitFor(() => received.length === 5, 5000, 'the later messages at the server');
+      expect(received).toEqual(['a', 'b', 'c', 'd', 'e']);
     } finally {
       ws.terminate();
       wss.close();

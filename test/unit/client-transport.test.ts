@@ -98,11 +98,11 @@ describe('TypedEventTarget', () => {
 describe('WebSocketTransport.send', () => {
   it("asks a WebSocket that can batch a turn's writes to do so before every send, and works without it", () => {
     const calls: string[] = [];
-    const batching = { ...browserLikeSocket(), corkTurn: () => calls.push('cork'), send: () => calls.push('send') };
+    const batching = { ...browserLikeSocket(), corkTurn: (deferrable?: boolean) => calls.push(`cork ${deferrable}`), send: () => calls.push('send') };
     const transport = new WebSocketTransport(batching);
     transport.send(new Uint8Array(7));
-    transport.send(new Uint8Array(7));
-    expect(calls).toEqual(['cork', 'send', 'cork', 'send']);
+    transport.send(new Uint8Array(7), true); // a WINDOW: it may wait for the loop's pending I/O
+    expect(calls).toEqual(['cork false', 'send', 'cork true', 'send']);
     const plain = { ...browserLikeSocket(), send: () => calls.push('plain send') };
     new WebSocketTransport(plain).send(new Uint8Array(7));
     expect(calls.at(-1)).toBe('plain send');

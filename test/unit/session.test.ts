@@ -496,6 +496,25 @@ describe('flow control in the session (PROTOCOL 5)', () => {
     expect(raw.streams.get(3)!.isClosed).toBe(false);
   });
 
+  it('marks WINDOW frames, and only them, deferrable for the transport (Transport.send)', () => {
+    const raw = acceptingServer();
+    raw.feed(encodeOpen(1, 'r'));
+    const stream = raw.streams.get(1)!;
+    stream.onData = (c) => stream.consume(c.length);
+    for (let i = 0; i < INITIAL_WINDOW / MAX_DATA_PAYLOAD; i++) raw.feed(encodeData(1, bytes(MAX_DATA_PAYLOAD)));
+    stream.write(bytes(10));
+    void raw.session.ping().catch(() => {}); // no PONG comes; the test ends first
+    stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_CANCELLED'));
+    const sent = raw.frames().map((f, i) => [f.type, raw.deferrable[i]]);
+    expect(sent).toContainEqual([FrameType.WINDOW, true]);
+    expect(sent.filter(([type]) => type !== FrameType.WINDOW).map(([type, mayWait]) => [type, mayWait])).toEqual([
+      [FrameType.OPEN_OK, false],
+      [FrameType.DATA, false],
+      [FrameType.PING, false],
+      [FrameType.RESET, false],
+    ]);
+  });
+
   it('a WINDOW breaking 5.2 resets the stream with FLOW_CONTROL', () => {
     const bad = [
       encodeWindow(1, 0, INITIAL_WINDOW - 1),

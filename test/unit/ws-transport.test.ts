@@ -56,6 +56,30 @@ describe('WsTransport', () => {
     }
   });
 
+  it('holds a deferrable frame (a WINDOW) past its turn, until the I/O end or the next other frame', async () => {
+    const { server, socket, received, close } = await pair();
+    try {
+      const transport = new WsTransport(server, 1024 * 1024, undefined, socket);
+      transport.send(new TextEncoder().encode('window'), true);
+      await new Promise((r) => process.nextTick(r));
+      await Promise.resolve();
+      expect(socket.writableCorked).toBe(1);
+      await new Promise((r) => setImmediate(r));
+      expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
+
+      transport.send(new TextEncoder().encode('window 2'), true);
+      await new Promise((r) => process.nextTick(r));
+      transport.send(new TextEncoder().encode('data'));
+      await new Promise((r) => process.nextTick(r));
+      expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
+      await waitFor(() => received.length === 3, 5000, 'the frames at the client');
+      expect(received).toEqual(['window', 'window 2', 'data']);
+      await waitFor(() => transport.bufferedAmount === 0, 5000, 'send callbacks');
+    } finally {
+      close();
+    }
+  });
+
   it('writes each frame at once without it', async () => {
     const { server, socket, received, close } = await pair();
     try {
