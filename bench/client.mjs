@@ -4,6 +4,7 @@
 import { Buffer } from 'node:buffer';
 import { lengthHeader, openConn } from './conns.mjs';
 import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
+import { treeCpuMs } from './procmem.mjs';
 
 const task = JSON.parse(process.argv[2]);
 const STEP_TIMEOUT_MS = task.stepTimeoutMs ?? 120_000;
@@ -100,6 +101,26 @@ async function roundTrip(target, rounds) {
   return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
 }
 
+/**
+ * CPU (ms) of other processes over the measured transfers only, read here because the warm-up transfer runs in
+ * the same client process: `cpuOf` is { name: pids } (e.g. { relay: [...], backend: [pid] }); `add(run)` runs
+ * `run` and adds each tree's CPU time during it to `ms`.
+ */
+function otherCpu(cpuOf = {}) {
+  const ms = Object.fromEntries(Object.keys(cpuOf).map((name) => [name, 0]));
+  const read = () => Object.fromEntries(Object.entries(cpuOf).map(([name, pids]) => [name, treeCpuMs(pids)]));
+  return {
+    ms,
+    async add(run) {
+      const before = read();
+      const result = await run();
+      const after = read();
+      for (const name of Object.keys(ms)) ms[name] += after[name] - before[name];
+      return result;
+    },
+  };
+}
+
 /** This process's CPU since `start` (a process.cpuUsage() reading): { user, system } in ms (bench/cpu-probe.mjs). */
 function cpuSince(start) {
   const { user, system } = process.cpuUsage(start);
@@ -108,17 +129,34 @@ function cpuSince(start) {
 
 /**
  * `phases` (for profiling one direction at a time) leaves the other results at 0. `reportCpu` adds this process's
- * CPU over the phases (cpuSince).
+ * CPU over the measured transfers (cpuSince); `cpuOf` other processes' CPU over them (otherCpu), as `cpuMs`.
+ * `warmupBytes`: each transfer runs once unmeasured first, in this process, so that it measures the client's
+ * steady state rather than V8 compiling the client's code; the relay is warmed separately (bench/run.mjs).
  */
-async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false }) {
+async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false, warmupBytes = 0, cpuOf }) {
   const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
-  const cpu0 = process.cpuUsage();
-  if (phases.includes('up')) r.up = await upload(target, bytes);
-  if (phases.includes('down')) r.down = await download(target, bytes);
-  if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await download(target, bytes, { lean: true });
-  if (phases.includes('echo')) r.echo = await echo(target, bytes);
-  if (phases.includes('rtt')) Object.assign(r, await roundTrip(target, rttRounds));
-  if (reportCpu) r.cpu = cpuSince(cpu0);
+  const cpu = { user: 0, system: 0 };
+  const others = otherCpu(cpuOf);
+  const measured = (run) =>
+    others.add(async () => {
+      const cpu0 = process.cpuUsage();
+      const result = await run();
+      const { user, system } = cpuSince(cpu0);
+      cpu.user += user;
+      cpu.system += system;
+      return result;
+    });
+  const twice = async (run) => {
+    if (warmupBytes > 0) await run(warmupBytes);
+    return measured(() => run(bytes));
+  };
+  if (phases.includes('up')) r.up = await twice((n) => upload(target, n));
+  if (phases.includes('down')) r.down = await twice((n) => download(target, n));
+  if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await twice((n) => download(target, n, { lean: true }));
+  if (phases.includes('echo')) r.echo = await twice((n) => echo(target, n));
+  if (phases.includes('rtt')) Object.assign(r, await measured(() => roundTrip(target, rttRounds)));
+  if (reportCpu) r.cpu = cpu;
+  if (cpuOf) r.cpuMs = others.ms;
   return r;
 }
 
@@ -214,17 +252,35 @@ async function idle({ target, count, concurrency }) {
  *   (1 = perfectly even). A window of steady state, not "until the first one finishes", which early finishers cut
  *   to a few dozen milliseconds.
  */
-async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250, aggregateOnly = false, reportCpu = false }) {
+async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250, aggregateOnly = false, reportCpu = false, timelineMs, warmupBytes = 0, cpuOf }) {
   const each = Math.max(Math.floor(bytes / streams), 2 * 1024 * 1024);
+  // `warmupBytes`: the same downloads once unmeasured first (their own session, for mux), as in throughput().
+  if (warmupBytes > 0) await downloads(target, streams, Math.max(Math.floor(warmupBytes / streams), 64 * 1024), (all) => timeout(all.finished, 'warm-up'));
   const cpu0 = process.cpuUsage();
-  const aggregate = await downloads(target, streams, each, async (all) => {
-    const t0 = performance.now();
-    await timeout(all.finished, 'parallel transfers');
-    return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
-  });
-  // `reportCpu`: this process's CPU over the aggregate transfer, opening the streams included (cpuSince).
+  // `timelineMs`: also report the aggregate transfer's MB/s in slices of this many ms from its start (how fast it
+  // gets going, and how it ends).
+  const timeline = timelineMs ? { ms: timelineMs, t0: undefined, bytes: [] } : undefined;
+  const others = otherCpu(cpuOf);
+  const aggregate = await others.add(() =>
+    downloads(
+      target,
+      streams,
+      each,
+      async (all) => {
+        const t0 = performance.now();
+        if (timeline) timeline.t0 = t0;
+        await timeout(all.finished, 'parallel transfers');
+        return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
+      },
+      timeline,
+    ),
+  );
+  // `reportCpu`: this process's CPU over the aggregate transfer, opening the streams included (cpuSince); `cpuOf`
+  // the same for other processes (otherCpu).
   const cpu = reportCpu ? cpuSince(cpu0) : undefined;
-  if (streams === 1 || aggregateOnly) return { aggregate, cpu };
+  const cpuMs = cpuOf ? others.ms : undefined;
+  const rates = timeline && Array.from(timeline.bytes, (b = 0) => b / 1e6 / (timeline.ms / 1000));
+  if (streams === 1 || aggregateOnly) return { aggregate, cpu, cpuMs, timeline: rates };
   const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
@@ -238,15 +294,17 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
     const total = moved.reduce((a, b) => a + b, 0);
     return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / seconds };
   });
-  return { aggregate, cpu, ...steadyState };
+  return { aggregate, cpu, cpuMs, timeline: rates, ...steadyState };
 }
 
 /**
  * Open `streams` downloads of `each` pattern bytes, start them all, and run `measure` with
  * { got, started, finished, check() }: bytes received per transfer so far, promises for "every one has data" and
- * "every one is complete", and a throw if any byte was wrong. Closes everything afterwards.
+ * "every one is complete", and a throw if any byte was wrong. Closes everything afterwards. With `timeline`
+ * ({ ms, t0, bytes }), bytes received are added up per `ms` slice from `t0` once `measure` sets it (earlier ones
+ * count in the first).
  */
-async function downloads(target, streams, each, measure) {
+async function downloads(target, streams, each, measure, timeline) {
   const { loadSdk, muxConn } = await import('./conns.mjs');
   const session = target.kind === 'mux' ? await (await loadSdk(target.dist)).openSession(target.url) : undefined;
   const conns = await Promise.all(
@@ -265,6 +323,10 @@ async function downloads(target, streams, each, measure) {
           if (got[i] === 0 && ++startedCount === streams) markStarted();
           check.update(d);
           got[i] += d.length;
+          if (timeline) {
+            const slice = timeline.t0 === undefined ? 0 : Math.max(0, Math.floor((performance.now() - timeline.t0) / timeline.ms));
+            timeline.bytes[slice] = (timeline.bytes[slice] ?? 0) + d.length;
+          }
           if (check.error) reject((error = new Error(`transfer ${i}: ${check.error}`)));
           else if (got[i] >= each) resolve();
         });

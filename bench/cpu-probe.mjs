@@ -2,16 +2,17 @@
 // (and builds), alternating, with the client's own CPU included (bench/run.mjs reports the relay's only). On 2
 // cores the three compete, so a cheaper client or relay shows up here before it shows up in MB/s.
 //   node bench/cpu-probe.mjs RELAYS PHASE [ROUNDS=3] [MiB=1024]
+//   BENCH_TIMELINE_MS=50 node bench/cpu-probe.mjs sockgate-mux par100 3   (parN: also MB/s per 50 ms from the start)
 //   node bench/cpu-probe.mjs websockify,sockgate-raw downLean 5
 //   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
 // RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo, or parN: N downloads at once (mux: N
 // streams of one session; the others N connections; e.g. par100), their aggregate. Prints one line per transfer (MB/s;
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
-// 128 MiB first, unmeasured; the client's start-up is not counted (it reads its CPU around the transfer).
+// 128 MiB first, unmeasured, and each client process BENCH_CLIENT_WARMUP_MB (64; 0: none) the same way before the
+// measured transfer; every CPU figure is read inside the client around the measured transfer only.
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { treeCpuMs } from './procmem.mjs';
 import { relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,12 +36,20 @@ for (const key of keys) {
 
 /** `parN`: N downloads at once (mux: streams of one session), as bench/run.mjs's mux section runs them. */
 const parallelStreams = /^par(\d+)$/.exec(phase)?.[1];
+/** parN: report each transfer's MB/s per this many ms from its start as well. */
+const timelineMs = Number(process.env.BENCH_TIMELINE_MS) || undefined;
+/** Each client process moves this much unmeasured first, the same way (bench/client.mjs: warmupBytes). */
+const warmupBytes = Number(process.env.BENCH_CLIENT_WARMUP_MB ?? 64) * 1024 * 1024;
 
-/** One transfer in a client process of its own; its CPU is read inside it, around the transfer only. */
+/**
+ * One transfer in a client process of its own; its CPU, the relay's and the backend's are read inside it, around
+ * the measured transfer only.
+ */
 function transfer(key, bytes) {
+  const cpuOf = { relay: relays[key].pids, backend: [backends.pid] };
   const task = parallelStreams
-    ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true }
-    : { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true };
+    ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true, timelineMs, warmupBytes, cpuOf }
+    : { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
   const out = spawnSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify(task)], {
     env: { ...process.env, NODE_PATH: join(root, 'bench/shim') },
     timeout: 300_000,
@@ -59,17 +68,16 @@ const gib = moved / 2 ** 30;
 const rates = Object.fromEntries(keys.map((k) => [k, []]));
 for (let round = 0; round < Number(roundsArg); round++) {
   for (const key of keys) {
-    const relay0 = treeCpuMs(relays[key].pids);
-    const backend0 = treeCpuMs([backends.pid]);
     const r = transfer(key, bytes);
-    const relayMs = (treeCpuMs(relays[key].pids) - relay0) / gib;
-    const backendMs = (treeCpuMs([backends.pid]) - backend0) / gib;
+    const relayMs = r.cpuMs.relay / gib;
+    const backendMs = r.cpuMs.backend / gib;
     const rate = parallelStreams ? r.aggregate : r[phase];
     rates[key].push(rate);
     console.log(
       `${key} ${phase}: ${rate.toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
         `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
     );
+    if (r.timeline) console.log(`${key} ${phase}: MB/s per ${timelineMs} ms: ${r.timeline.map((x) => x.toFixed(0)).join(' ')}`);
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

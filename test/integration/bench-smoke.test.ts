@@ -63,6 +63,7 @@ describe('npm run bench, at toy sizes', () => {
       BENCH_RESULTS_DIR: dir,
       BENCH_MB: '4',
       BENCH_WARMUP_MB: '1',
+      BENCH_CLIENT_WARMUP_MB: '1',
       BENCH_REPEATS: '1',
       BENCH_RTT_ROUNDS: '50',
       BENCH_SETUP_CONNS: '20',
@@ -109,18 +110,21 @@ describe('npm run bench, at toy sizes', () => {
     }
     for (const row of ['in Chromium: page -> backend, MB/s (mux: the SDK)', 'in Chromium: backend -> page, MB/s (mux: the SDK)']) numeric(row, relays);
     expect(out).toContain('Targets:');
+    expect(out).toContain('after 1 MiB moved the same way, unmeasured, by the same client process');
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
 });
 
 describe('node bench/cpu-probe.mjs, at toy sizes', () => {
-  it('reports MB/s and CPU per GiB for one transfer and for parallel downloads', { timeout: 120_000 }, async () => {
+  it('reports MB/s and CPU per GiB for one transfer and for parallel downloads, and the latter over time', { timeout: 120_000 }, async () => {
     for (const phase of ['echo', 'par10']) {
-      const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], inheritedEnv(), 50_000);
+      const env = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_TIMELINE_MS: '20' };
+      const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], env, 50_000);
       expect(code, err.slice(-4000)).toBe(0);
       for (const key of ['sockgate-raw', 'sockgate-mux']) {
         expect(out, phase).toMatch(new RegExp(`^${key} ${phase}: \\d+ MB/s; CPU ms per GiB: client \\d+ \\+ \\d+, relay \\d+, backend \\d+$`, 'm'));
         expect(out, phase).toMatch(new RegExp(`^median ${key} ${phase}: \\d+ MB/s$`, 'm'));
+        if (phase === 'par10') expect(out).toMatch(new RegExp(`^${key} par10: MB/s per 20 ms: \\d+( \\d+)*$`, 'm'));
       }
     }
   });
