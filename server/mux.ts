@@ -87,15 +87,15 @@ const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 /** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
 const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
 
+/** The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA. */
+export type WsSocket = Corkable & FrameSink;
+
 /**
- * The engine's Transport over a `ws` WebSocket, used by the gateway and by the Node test client.
+ * The engine's Transport over a `ws` WebSocket, used by the gateway, the agent's dial and the Node test client.
  * `bufferedAmount` counts bytes handed to ws whose send callback has not fired: ws calls it once the bytes left
  * for the kernel, so this is our queue plus ws's, the number the engine throttles DATA on. When it falls below
  * half of `maxBufferedBytes` and the engine has DATA waiting, the engine is told the transport drained.
  */
-/** The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA. */
-export type WsSocket = Corkable & FrameSink;
-
 export class WsTransport implements Transport {
   bufferedAmount = 0;
   private session: Session | undefined;
