@@ -36,14 +36,28 @@ async function pair(): Promise<{
   return { server, socket: req.socket as net.Socket, client, clientSocket, received, atServer, close: () => (client.terminate(), wss.close()) };
 }
 
+type Pair = Awaited<ReturnType<typeof pair>>;
+
+/** Run `test` on a fresh pair, closed afterwards whatever happens. */
+async function withPair(test: (p: Pair) => Promise<void>): Promise<void> {
+  const p = await pair();
+  try {
+    await test(p);
+  } finally {
+    p.close();
+  }
+}
+
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+const MAX_BUFFERED = 1024 * 1024;
+
 describe('WsTransport', () => {
-  it("writes a turn's frames together when it has the socket", async () => {
-    const { server, socket, received, close } = await pair();
-    try {
-      const transport = new WsTransport(server, 1024 * 1024, undefined, socket);
-      transport.send(new TextEncoder().encode('one'));
+  it("writes a turn's frames together when it has the socket", () =>
+    withPair(async ({ server, socket, received }) => {
+      const transport = new WsTransport(server, MAX_BUFFERED, undefined, socket);
+      transport.send(text('one'));
       await Promise.resolve();
-      transport.send(new TextEncoder().encode('two'));
+      transport.send(text('two'));
       expect(socket.writableCorked).toBe(1);
       expect(socket.writableLength).toBeGreaterThan(0);
       await new Promise((r) => setImmediate(r));
@@ -51,60 +65,48 @@ describe('WsTransport', () => {
       await waitFor(() => received.length === 2, 5000, 'both frames at the client');
       expect(received).toEqual(['one', 'two']);
       await waitFor(() => transport.bufferedAmount === 0, 5000, 'send callbacks');
-    } finally {
-      close();
-    }
-  });
+    }));
 
-  it('holds a deferrable frame (a WINDOW) past its turn, until the I/O end or the next other frame', async () => {
-    const { server, socket, received, close } = await pair();
-    try {
-      const transport = new WsTransport(server, 1024 * 1024, undefined, socket);
-      transport.send(new TextEncoder().encode('window'), true);
+  it('holds a deferrable frame (a WINDOW) past its turn, until the I/O end or the next other frame', () =>
+    withPair(async ({ server, socket, received }) => {
+      const transport = new WsTransport(server, MAX_BUFFERED, undefined, socket);
+      transport.send(text('window'), true);
       await new Promise((r) => process.nextTick(r));
       await Promise.resolve();
       expect(socket.writableCorked).toBe(1);
       await new Promise((r) => setImmediate(r));
       expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
 
-      transport.send(new TextEncoder().encode('window 2'), true);
+      transport.send(text('window 2'), true);
       await new Promise((r) => process.nextTick(r));
-      transport.send(new TextEncoder().encode('data'));
+      transport.send(text('data'));
       await new Promise((r) => process.nextTick(r));
       expect([socket.writableCorked, socket.writableLength]).toEqual([0, 0]);
       await waitFor(() => received.length === 3, 5000, 'the frames at the client');
       expect(received).toEqual(['window', 'window 2', 'data']);
       await waitFor(() => transport.bufferedAmount === 0, 5000, 'send callbacks');
-    } finally {
-      close();
-    }
-  });
+    }));
 
-  it('writes each frame at once without it', async () => {
-    const { server, socket, received, close } = await pair();
-    try {
-      const transport = new WsTransport(server, 1024 * 1024);
-      transport.send(new TextEncoder().encode('one'));
+  it('writes each frame at once without it', () =>
+    withPair(async ({ server, socket, received }) => {
+      const transport = new WsTransport(server, MAX_BUFFERED);
+      transport.send(text('one'));
       expect(socket.writableCorked).toBe(0);
       await waitFor(() => received.length === 1, 5000, 'the frame at the client');
-    } finally {
-      close();
-    }
-  });
+    }));
 
-  it("sends DATA masked straight to a client's socket (the agent's dial), counted until written", async () => {
-    const { server, client, clientSocket, atServer, close } = await pair();
-    try {
-      expect(new WsTransport(server, 1024 * 1024).sendData).toBeUndefined(); // the gateway's side frames nothing itself
-      const transport = new WsTransport(client, 1024 * 1024, undefined, clientSocket, true);
+  it("sends DATA masked straight to a client's socket (the agent's dial), counted until written", () =>
+    withPair(async ({ server, client, clientSocket, atServer }) => {
+      expect(new WsTransport(server, MAX_BUFFERED).sendData).toBeUndefined(); // the gateway's side frames nothing itself
+      const transport = new WsTransport(client, MAX_BUFFERED, undefined, clientSocket, true);
       const expected: Uint8Array[] = [];
       for (const [i, size] of [1, 200, 65_536, 40_000].entries()) {
         const payload = noiseBytes(size, i);
         transport.sendData!(2 * i + 2, payload);
         expected.push(encodeData(2 * i + 2, payload));
         if (i === 1) {
-          transport.send(new TextEncoder().encode('between')); // ws's own frame, in order with ours
-          expected.push(new TextEncoder().encode('between'));
+          transport.send(text('between')); // ws's own frame, in order with ours
+          expected.push(text('between'));
         }
       }
       expect(transport.bufferedAmount).toBeGreaterThan(105_000); // held in the corked socket, counted
@@ -117,8 +119,5 @@ describe('WsTransport', () => {
       expect(clientSocket.writableLength).toBe(0); // nothing written after the close frame
       await waitFor(() => transport.bufferedAmount === 0, 5000, 'the dropped frame uncounted');
       expect(atServer.length).toBe(expected.length);
-    } finally {
-      close();
-    }
-  });
+    }));
 });
