@@ -64,7 +64,8 @@ describe('npm run bench, at toy sizes', () => {
       BENCH_MB: '4',
       BENCH_WARMUP_MB: '1',
       BENCH_CLIENT_WARMUP_MB: '1',
-      BENCH_REPEATS: '1',
+      // Two rounds: the target lines give their ratios round by round (bench/rounds.mjs).
+      BENCH_REPEATS: '2',
       BENCH_RTT_ROUNDS: '50',
       BENCH_SETUP_CONNS: '20',
       BENCH_CONNS: '20',
@@ -110,6 +111,10 @@ describe('npm run bench, at toy sizes', () => {
     }
     for (const row of ['in Chromium: page -> backend, MB/s (mux: the SDK)', 'in Chromium: backend -> page, MB/s (mux: the SDK)']) numeric(row, relays);
     expect(out).toContain('Targets:');
+    // Each ratio's line also gives it round by round, the ratio of two cells measured side by side in that round.
+    const twoRounds = '; rounds \\d+\\.\\d\\dx, \\d+\\.\\d\\dx\\)';
+    for (const m of ['up', 'down', 'echo']) expect(out).toMatch(new RegExp(`mux \\(1 stream, SDK\\) ${m} vs raw: \\d+\\.\\d\\dx \\(target >= 0\\.9x[^)]*${twoRounds}`));
+    expect(out).toMatch(new RegExp(`mux 10 streams aggregate vs 1 stream: \\d+\\.\\d\\dx \\(target >= 0\\.9x[^)]*${twoRounds}`));
     expect(out).toContain('after 1 MiB moved the same way, unmeasured, by the same client process');
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
