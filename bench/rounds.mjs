@@ -1,6 +1,6 @@
 // Ratios round by round, for the report's targets (bench/run.mjs). Repeats run round-robin, so round i of every
-// relay and measurement was taken side by side; the ratio of the medians alone hides how far apart the rounds were, and
-// on a shared 2-core machine one round's verdict can differ from the next.
+// relay and measurement was taken side by side; the ratio of the medians alone hides how far apart the rounds
+// were, and on a shared 2-core machine one round's verdict can differ from the next.
 
 /**
  * a[i] / b[i] for each round, or undefined unless both hold a number for every one of `rounds` (2 or more) rounds:

@@ -549,12 +549,12 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
     }
   }
   for (const m of ['up', 'down', 'echo']) ratioTarget(`mux (1 stream, SDK) ${m} vs raw`, mux, raw, m, 0.9);
-  const most = `mux${MUX_STREAMS[MUX_STREAMS.length - 1]}`;
+  const most = MUX_STREAMS[MUX_STREAMS.length - 1];
   const one = value(mux, 'mux1');
-  const hundred = value(mux, most);
-  const streamRounds = roundsText(byRound(mux, most, mux, 'mux1'));
-  absTarget(`mux ${MUX_STREAMS[MUX_STREAMS.length - 1]} streams aggregate vs 1 stream`, one && hundred ? hundred / one : undefined, 0.9, 'x', '>=', 2, streamRounds);
-  absTarget(`mux fairness at ${MUX_STREAMS[MUX_STREAMS.length - 1]} streams`, value(mux, `fair${MUX_STREAMS[MUX_STREAMS.length - 1]}`), 0.5, '', '>=', 2);
+  const hundred = value(mux, `mux${most}`);
+  const streamRounds = roundsText(byRound(mux, `mux${most}`, mux, 'mux1'));
+  absTarget(`mux ${most} streams aggregate vs 1 stream`, one && hundred ? hundred / one : undefined, 0.9, 'x', '>=', 2, streamRounds);
+  absTarget(`mux fairness at ${most} streams`, value(mux, `fair${most}`), 0.5, '', '>=', 2);
   const top = CONN_LEVELS[CONN_LEVELS.length - 1];
   absTarget(`memory per idle raw connection at ${top}`, value(raw, `mem${top}`), 30, ' KiB');
 }
