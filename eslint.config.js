@@ -28,7 +28,7 @@ export default tseslint.config(
   {
     // shared/ is the protocol and client/ the browser SDK: they must run in browsers, so no Node built-ins.
     files: ['shared/**/*.ts', 'client/**/*.ts'],
-    // client/node.ts is the Node entry; client/masked-frames.ts is imported by it alone.
+    // client/node.ts is the Node entry; client/masked-frames.ts is Node-only too, imported by it and server/mux.ts.
     ignores: ['client/node.ts', 'client/masked-frames.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: ['node:*', 'ws', 'fs', 'net', 'events', 'stream', 'buffer'] }],

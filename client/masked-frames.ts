@@ -1,6 +1,7 @@
 /**
  * DATA frames written straight to the socket under a `ws` client WebSocket, masked in the same pass that copies
- * the payload (Node only; client/node.ts).
+ * the payload (Node only: the SDK's NodeWebSocket in client/node.ts, and the agent's dial through WsTransport in
+ * server/mux.ts).
  *
  * A client masks every frame it sends (RFC 6455 5.3). Through ws.send(), a DATA frame cost two copies of its
  * payload and two 64 KiB allocations: shared/encode.ts copied the application's bytes behind the 6-byte header,
