@@ -280,7 +280,9 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
   const cpu = reportCpu ? cpuSince(cpu0) : undefined;
   const cpuMs = cpuOf ? others.ms : undefined;
   const rates = timeline && Array.from(timeline.bytes, (b = 0) => b / 1e6 / (timeline.ms / 1000));
-  if (streams === 1 || aggregateOnly) return { aggregate, cpu, cpuMs, timeline: rates };
+  // `moved`: the bytes the aggregate transfer carried (each download moves at least 2 MiB), for CPU per byte.
+  const moved = each * streams;
+  if (streams === 1 || aggregateOnly) return { aggregate, moved, cpu, cpuMs, timeline: rates };
   const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
@@ -294,7 +296,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
     const total = moved.reduce((a, b) => a + b, 0);
     return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / seconds };
   });
-  return { aggregate, cpu, cpuMs, timeline: rates, ...steadyState };
+  return { aggregate, moved, cpu, cpuMs, timeline: rates, ...steadyState };
 }
 
 /**

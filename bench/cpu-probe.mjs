@@ -62,13 +62,12 @@ function transfer(key, bytes) {
 
 for (const key of keys) transfer(key, 128 * 1024 * 1024);
 const bytes = Number(mibArg) * 1024 * 1024;
-// parN moves at least 2 MiB per download (bench/client.mjs parallel()).
-const moved = parallelStreams ? Math.max(Math.floor(bytes / Number(parallelStreams)), 2 * 1024 * 1024) * Number(parallelStreams) : bytes;
-const gib = moved / 2 ** 30;
 const rates = Object.fromEntries(keys.map((k) => [k, []]));
 for (let round = 0; round < Number(roundsArg); round++) {
   for (const key of keys) {
     const r = transfer(key, bytes);
+    // parN reports what it moved (at least 2 MiB per download, bench/client.mjs parallel()).
+    const gib = (parallelStreams ? r.moved : bytes) / 2 ** 30;
     const relayMs = r.cpuMs.relay / gib;
     const backendMs = r.cpuMs.backend / gib;
     const rate = parallelStreams ? r.aggregate : r[phase];
