@@ -11,6 +11,7 @@ import type { ReadableStream as NodeReadableStream, WritableStream as NodeWritab
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { TurnCork } from '../shared/turn-cork.js';
+import { FrameReader, type FrameSink } from './frame-reader.js';
 import { writeMaskedDataBeside } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
@@ -27,12 +28,16 @@ export * from './index.js';
  *   paid that per frame (docs/BENCHMARKS.md: mux echo 525 against 492 MB/s, upload 1,008 against 833).
  * - sendData() (client/transport.ts): DATA frames masked in the pass that copies their payload, one copy where
  *   ws.send() makes two (client/masked-frames.ts).
+ * - takeFrames() (client/transport.ts): the socket read by a FrameReader, DATA payloads handed on as views of
+ *   the socket's reads, where ws joins each message into a buffer of its own first (client/frame-reader.ts).
  * @internal
  */
 export class NodeWebSocket extends WebSocket {
   /** The TCP (or TLS) socket under the WebSocket, from the handshake's response. */
   private socket: Socket | undefined;
   private turns: TurnCork | undefined;
+
+  private frameSink: FrameSink | undefined;
 
   constructor(url: string, protocols?: string | string[]) {
     // No permessage-deflate: sockgate carries bytes as they are, and sendData() needs ws to write synchronously.
@@ -41,6 +46,44 @@ export class NodeWebSocket extends WebSocket {
       this.socket = res.socket;
       this.turns = new TurnCork(res.socket, nextTick, setImmediate);
     });
+    // Before any listener of the SDK's: ws has just attached its reading to the socket, and read nothing yet.
+    this.once('open', () => this.readFrames());
+  }
+
+  takeFrames(sink: FrameSink): void {
+    this.frameSink = sink;
+  }
+
+  /**
+   * Read the socket through a FrameReader (client/frame-reader.ts) in place of ws's own 'data' listener, which
+   * gets the pings and pongs, and the socket back for good at the first frame the reader leaves to ws (a close,
+   * say). Only where ws reads the socket as expected: its one 'data' listener, no extension.
+   */
+  private readFrames(): void {
+    const socket = this.socket;
+    const sink = this.frameSink;
+    if (!socket || !sink || this.extensions !== '') return;
+    const listeners = socket.listeners('data');
+    if (listeners.length !== 1) return;
+    const wsOnData = listeners[0] as (this: Socket, chunk: Uint8Array) => void;
+    const onData = (chunk: Buffer): void => reader.push(chunk);
+    const reader = new FrameReader(
+      sink,
+      {
+        frame: (bytes) => wsOnData.call(socket, bytes),
+        handOver: (rest) => {
+          // ws's listener again, as it attached it: ws detaches it itself when it fails or closes the connection.
+          if (socket.listeners('data').includes(onData)) {
+            socket.removeListener('data', onData);
+            socket.on('data', wsOnData);
+          }
+          if (rest.length > 0) wsOnData.call(socket, rest);
+        },
+      },
+      MAX_FRAME_BYTES,
+    );
+    socket.removeListener('data', wsOnData);
+    socket.on('data', onData);
   }
 
   corkTurn(deferrable = false): void {

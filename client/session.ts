@@ -214,6 +214,11 @@ export class SockgateSession extends TypedEventTarget<SessionEventMap> {
       settle.resolve(this);
     });
     ws.addEventListener('message', (event: MessageEventLike) => this.onMessage(event.data));
+    ws.takeFrames?.({
+      message: (bytes) => this.onMessage(bytes),
+      dataHead: (streamId, length) => this.engine.receiveDataHead(streamId, length),
+      dataPiece: (piece) => this.engine.receiveDataPiece(piece),
+    });
     ws.addEventListener('error', (event: ErrorEventLike) => {
       // ws names the cause (e.g. "Unexpected server response: 401"); browsers say nothing. A close follows.
       const message = event.message ?? (event.error instanceof Error ? event.error.message : undefined);

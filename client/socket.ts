@@ -120,7 +120,8 @@ export class SockgateSocket {
       this.isOpened = true;
       this.resolveOpened({ readable: this.readable, writable: this.writable, route: this.route });
     };
-    // ws and browsers give each message a fresh ArrayBuffer, so the engine's view is ours to keep: no copy.
+    // Browsers and ws give each message a fresh ArrayBuffer, and the Node SDK's frame reader views of socket reads
+    // that Node never reuses (client/frame-reader.ts): the engine's view is ours to keep, no copy.
     stream.onData = (chunk) => this.receive(chunk);
     stream.onEnd = () => this.maybeEndReadable();
     stream.onDrain = () => {

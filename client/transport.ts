@@ -6,6 +6,7 @@ import { BufferPool } from '../shared/buffer-pool.js';
 import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import type { Session, Transport } from '../shared/session.js';
+import type { FrameSink } from './frame-reader.js';
 import { fitCloseReason } from '../shared/utf8.js';
 
 /** What the SDK uses of a WebSocket: the subset the browser's WebSocket and the `ws` package share. */
@@ -31,6 +32,12 @@ export interface WebSocketLike {
    * in one copy; `done` runs once it reached the kernel. Returns false when it cannot, and then sent nothing.
    */
   sendData?(streamId: number, payload: Uint8Array, done: () => void): boolean;
+  /**
+   * Optional (the Node SDK's default WebSocket has it): from the open on, hand binary messages to `sink` instead of
+   * emitting them as 'message' events, DATA frames taken apart so that their payloads arrive as views of the
+   * socket's reads (client/frame-reader.ts). Text messages and closes still come as events.
+   */
+  takeFrames?(sink: FrameSink): void;
   addEventListener(type: 'open', listener: () => void): void;
   addEventListener(type: 'message', listener: (event: MessageEventLike) => void): void;
   addEventListener(type: 'close', listener: (event: CloseEventLike) => void): void;

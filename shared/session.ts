@@ -128,7 +128,10 @@ export class Stream {
   /** The error the stream closed with, if any. */
   error: SockgateError | undefined;
 
-  /** Bytes from the peer. The view is only valid until the callback returns unless the transport gives fresh buffers (ws and browsers do). */
+  /**
+   * Bytes from the peer. The view is only valid until the callback returns unless the transport gives fresh
+   * buffers (ws and browsers do, and so does the Node SDK's frame reader: views of socket reads Node never reuses).
+   */
   onData: (chunk: Uint8Array) => void = () => {};
   /** The peer sent FIN: no more onData. */
   onEnd: () => void = () => {};
@@ -271,6 +274,8 @@ export class Session {
 
   private readonly transport: Transport;
   private readonly streams = new Map<number, Stream>();
+  /** The stream the DATA payload pieces now arriving go to (receiveDataHead); undefined drops them. */
+  private dataTarget: Stream | undefined;
   private readonly maxWindow: number;
   private readonly sessionWindow: number;
   /** windowShare's count of streams receiving data, and when it was taken. */
@@ -432,13 +437,48 @@ export class Session {
       this.closeFromTransport(err instanceof SockgateError ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err }));
       return;
     }
+    this.dataTarget = undefined;
     try {
       this.handle(frame);
     } catch (err) {
-      // A throw here is a bug in us or in an adapter callback, never the peer's fault: report it as internal.
-      const e = err instanceof SockgateError && err.closeCode !== undefined ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
-      this.closeFromTransport(e);
+      this.handlingFailed(err);
     }
+  }
+
+  /**
+   * One DATA frame's header, from a transport that takes DATA frames apart (client/frame-reader.ts): `length`
+   * payload bytes for `streamId` follow in pieces, through receiveDataPiece(). The frame is checked from its header
+   * as receive() checks a whole one (PROTOCOL 2.3, 3, 5.3). Never throws.
+   */
+  receiveDataHead(streamId: number, length: number): void {
+    this.dataTarget = undefined;
+    if (this.closed) return;
+    try {
+      if (streamId === 0) throw new SockgateError('SOCKGATE_ERR_PROTOCOL_BAD_STREAM_ID', `stream id 0 for type 0x${FrameType.DATA.toString(16)}`);
+      if (!(length >= 1 && length <= MAX_DATA_PAYLOAD)) throw new SockgateError('SOCKGATE_ERR_PROTOCOL_BAD_LENGTH', `DATA of ${length} bytes`);
+      this.dataTarget = this.acceptData(streamId, length);
+    } catch (err) {
+      this.handlingFailed(err);
+    }
+  }
+
+  /** The next piece of the payload announced by receiveDataHead(), in order. Never throws. */
+  receiveDataPiece(piece: Uint8Array): void {
+    const stream = this.dataTarget;
+    // Dropped with their stream: a RESET (ours or the application's, even from within onData) drops undelivered data.
+    if (this.closed || !stream || stream.isClosed) return;
+    try {
+      stream.bytesIn += piece.length;
+      stream.onData(piece);
+    } catch (err) {
+      this.handlingFailed(err);
+    }
+  }
+
+  /** A throw while handling a frame is a bug in us or in an adapter callback, never the peer's fault: internal. */
+  private handlingFailed(err: unknown): void {
+    const e = err instanceof SockgateError && err.closeCode !== undefined ? err : new SockgateError('SOCKGATE_ERR_INTERNAL', String(err), { cause: err });
+    this.closeFromTransport(e);
   }
 
   /** Close on behalf of a transport event (message, text, drain), which must never throw back into the transport. */
@@ -602,6 +642,24 @@ export class Session {
     return undefined;
   }
 
+  /**
+   * The stream a DATA frame of `length` payload bytes goes to, its window charged; undefined when it goes nowhere:
+   * the stream is gone, or the frame broke its rules and the stream was reset (PROTOCOL 4.3, 5.3).
+   */
+  private acceptData(streamId: number, length: number): Stream | undefined {
+    const stream = this.lookup(streamId);
+    if (!stream) return undefined;
+    if (stream.remoteEnded) {
+      stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_STATE', 'DATA after FIN'));
+      return undefined;
+    }
+    if (!stream.window.receive(length)) {
+      stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_FLOW_CONTROL', `DATA past the limit ${stream.window.limit}`));
+      return undefined;
+    }
+    return stream;
+  }
+
   private handle(frame: Frame): void {
     switch (frame.type) {
       case FrameType.OPEN:
@@ -632,16 +690,8 @@ export class Session {
         return;
       }
       case FrameType.DATA: {
-        const stream = this.lookup(frame.streamId);
+        const stream = this.acceptData(frame.streamId, frame.data.length);
         if (!stream) return;
-        if (stream.remoteEnded) {
-          stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_STATE', 'DATA after FIN'));
-          return;
-        }
-        if (!stream.window.receive(frame.data.length)) {
-          stream.reset(new SockgateError('SOCKGATE_ERR_STREAM_FLOW_CONTROL', `DATA past the limit ${stream.window.limit}`));
-          return;
-        }
         stream.bytesIn += frame.data.length;
         stream.onData(frame.data);
         return;

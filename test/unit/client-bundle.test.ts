@@ -14,10 +14,12 @@ const bundlePath = join(root, 'dist/browser/sockgate.js');
 
 /**
  * Measured 29,766 bytes minified (9,238 gzipped) when the caps were set; 37,539 (11,332) with the reconnecting
- * session (client/reconnect.ts), when they were raised from 32/10 KiB. Raise them deliberately, not by accident.
+ * session (client/reconnect.ts), when they were raised from 32/10 KiB; 41,029 (12,460) with the engine's DATA in
+ * pieces (receiveDataHead/receiveDataPiece, for the Node SDK's frame reader), when they were raised from 40/12 KiB.
+ * Raise them deliberately, not by accident.
  */
-const MAX_MINIFIED_BYTES = 40 * 1024;
-const MAX_GZIPPED_BYTES = 12 * 1024;
+const MAX_MINIFIED_BYTES = 42 * 1024;
+const MAX_GZIPPED_BYTES = 13 * 1024;
 
 function bundle(): string {
   if (!existsSync(bundlePath)) throw new Error('dist/browser/sockgate.js is missing: run `npm run build` first');

@@ -1,6 +1,6 @@
 /**
- * The Node entry (client/node.ts): ws as the default WebSocket, its corkTurn() (one write per turn), and toDuplex()
- * over a real WebSocket.
+ * The Node entry (client/node.ts): ws as the default WebSocket, its corkTurn() (one write per turn), its frame
+ * reader (DATA payloads as views of the socket's reads), and toDuplex() over a real WebSocket.
  */
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
@@ -12,7 +12,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { NodeWebSocket, openSession, toDuplex, type SockgateSession } from '../../client/node.js';
 import { sha256, waitFor } from '../helpers/backends.js';
-import { noiseBytes, startMuxServer, type MuxServer } from '../helpers/mux-server.js';
+import { encodeData } from '../../shared/encode.js';
+import { MAX_FRAME_BYTES } from '../../shared/constants.js';
+import { noiseBytes, patternAt, startMuxServer, type MuxServer } from '../helpers/mux-server.js';
 
 let server: MuxServer | undefined;
 let session: SockgateSession | undefined;
@@ -141,4 +143,79 @@ describe('NodeWebSocket.corkTurn', () => {
       wss.close();
     }
   });
+});
+
+describe('NodeWebSocket reads frames itself (client/frame-reader.ts)', () => {
+  /** Read a readable to its end: every chunk, as the application gets it. */
+  async function chunksOf(readable: ReadableStream<Uint8Array>): Promise<Uint8Array[]> {
+    const chunks: Uint8Array[] = [];
+    const reader = readable.getReader();
+    for (let i = 0; i < 100_000; i++) {
+      const { value, done } = await reader.read();
+      if (done) return chunks;
+      chunks.push(value);
+    }
+    throw new Error('too many chunks');
+  }
+
+  it('delivers DATA payloads as views of the socket reads, byte-exact, while ws answers pings', async () => {
+    const { server, session } = await setup();
+    const n = 4 * 1024 * 1024 + 5;
+    const socket = session.connect(`source-${n}`);
+    await socket.opened;
+    // Pings between DATA frames: ws answers each, so they went to ws and reading went on past them.
+    const peer = server.websockets[0]!;
+    let pongs = 0;
+    peer.on('pong', () => pongs++);
+    const pinger = setInterval(() => peer.ping(), 1);
+    try {
+      const chunks = await chunksOf(socket.readable);
+      const got = Buffer.concat(chunks);
+      expect(got.length).toBe(n);
+      expect(sha256(got)).toBe(sha256(patternAt(0, n)));
+      // ws hands each message over in a buffer of its own, 6 bytes of frame header before the payload; the
+      // reader's pieces are views of 64 KiB socket reads, which hold parts of several messages.
+      expect(chunks.filter((c) => c.buffer.byteLength !== c.byteLength + 6).length).toBeGreaterThan(chunks.length / 2);
+      // Plain Uint8Arrays, as from ws before (a Buffer's slice() would not copy).
+      expect(chunks.every((c) => Object.getPrototypeOf(c) === Uint8Array.prototype)).toBe(true);
+    } finally {
+      clearInterval(pinger);
+    }
+    await waitFor(() => pongs > 0, 5000, 'a pong');
+  });
+
+  it('leaves a fragmented message to ws, which delivers it whole; DATA after it arrives as before', async () => {
+    const { server, session } = await setup();
+    const socket = session.connect('hold');
+    const { readable } = await socket.opened;
+    const peer = server.websockets[0]!;
+    const id = server.ctx.streams[0]!.stream.id;
+    const frame = encodeData(id, new Uint8Array([1, 2, 3, 4, 5]));
+    peer.send(frame.subarray(0, 8), { binary: true, fin: false });
+    peer.send(frame.subarray(8), { binary: true, fin: true });
+    peer.send(encodeData(id, new Uint8Array([6, 7])), { binary: true });
+    const reader = readable.getReader();
+    const got: number[] = [];
+    for (let i = 0; i < 10 && got.length < 7; i++) got.push(...(await reader.read()).value!);
+    expect(got).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  for (const [what, send, code] of [
+    ['a text message: the SDK closes the session with 1003', (peer: import('ws').WebSocket) => peer.send('hello'), 1003],
+    [
+      'a message over MAX_FRAME_BYTES: ws refuses it from its header and closes with 1009',
+      (peer: import('ws').WebSocket) => peer.send(new Uint8Array(MAX_FRAME_BYTES + 1)),
+      1009,
+    ],
+  ] as const) {
+    it(what, async () => {
+      const { server, session } = await setup();
+      const peer = server.websockets[0]!;
+      const peerClosed = new Promise<number>((resolve) => peer.once('close', resolve));
+      const closed = new Promise<void>((resolve) => session.addEventListener('close', () => resolve(), { once: true }));
+      send(peer);
+      expect(await peerClosed).toBe(code);
+      await closed;
+    });
+  }
 });

@@ -19,7 +19,9 @@ import {
 } from '../../shared/encode.js';
 import { ERRORS, SockgateError, type ErrorCode } from '../../shared/errors.js';
 import type { Frame } from '../../shared/frame.js';
+import { encodeFrame } from '../../shared/encode.js';
 import { Session, type Stream, type Transport } from '../../shared/session.js';
+import { frameArb, hexOf } from '../helpers/frames.js';
 import { rawSession, sessionPair, type RawSession } from '../helpers/session-pair.js';
 
 const wire = (code: ErrorCode): number => (ERRORS[code] as { wireCode: number }).wireCode;
@@ -594,6 +596,101 @@ describe('flow control in the session (PROTOCOL 5)', () => {
     expect(Math.max(...windows)).toBeGreaterThan(INITIAL_WINDOW);
     expect(Math.max(...windows)).toBeLessThanOrEqual(4 * INITIAL_WINDOW);
     expect(server.bufferedAmount).toBe(0);
+  });
+});
+
+describe('DATA in pieces: receiveDataHead() and receiveDataPiece() (client/frame-reader.ts)', () => {
+  /** Feed frames to a fresh accepting server, DATA whole or as a header and pieces; record everything it did. */
+  function outcome(frames: readonly Frame[], cuts: readonly number[] | undefined) {
+    const received = new Map<number, string>();
+    const raw = acceptingServer({
+      onStream(stream) {
+        stream.onData = (chunk) => received.set(stream.id, (received.get(stream.id) ?? '') + hexOf(chunk));
+        stream.accept();
+      },
+    });
+    for (const frame of frames) {
+      if (frame.type !== FrameType.DATA || !cuts) {
+        raw.feed(encodeFrame(frame));
+        continue;
+      }
+      raw.session.receiveDataHead(frame.streamId, frame.data.length);
+      const at = [...new Set(cuts.map((c) => c % frame.data.length))].filter((c) => c > 0).sort((a, b) => a - b);
+      let from = 0;
+      for (const c of [...at, frame.data.length]) {
+        raw.session.receiveDataPiece(frame.data.subarray(from, c));
+        from = c;
+      }
+    }
+    return { sent: raw.out.map(hexOf), received: [...received], closedWith: raw.closedWith, closeError: codeOf(raw.closeError) };
+  }
+
+  it('does exactly what the whole frames do, however the payloads are cut', () => {
+    const odd = fc.integer({ min: 0, max: 7 }).map((n) => 2 * n + 1);
+    fc.assert(
+      fc.property(fc.array(frameArb({ streamId: odd }), { maxLength: 24 }), fc.array(fc.nat(), { maxLength: 6 }), (frames, cuts) => {
+        expect(outcome(frames, cuts)).toEqual(outcome(frames, undefined));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('charges the whole frame to the window at its header: one past the limit resets the stream before any piece', () => {
+    const raw = acceptingServer();
+    raw.feed(encodeOpen(1, 'r'));
+    const got: number[] = [];
+    raw.streams.get(1)!.onData = (c) => got.push(c.length);
+    raw.take();
+    for (let i = 1; i < INITIAL_WINDOW / MAX_DATA_PAYLOAD; i++) raw.feed(encodeData(1, bytes(MAX_DATA_PAYLOAD)));
+    raw.session.receiveDataHead(1, MAX_DATA_PAYLOAD - 1);
+    raw.session.receiveDataPiece(bytes(MAX_DATA_PAYLOAD - 1));
+    expect(raw.take()).toEqual([]);
+    raw.session.receiveDataHead(1, 2);
+    raw.session.receiveDataPiece(bytes(1));
+    raw.session.receiveDataPiece(bytes(1));
+    expect(got.reduce((a, b) => a + b)).toBe(INITIAL_WINDOW - 1);
+    expect(raw.take()).toEqual([{ type: FrameType.RESET, streamId: 1, code: wire('SOCKGATE_ERR_STREAM_FLOW_CONTROL'), reason: expect.any(String) }]);
+    expect(raw.closedWith).toBeUndefined();
+  });
+
+  it('drops the rest of a frame once its stream was reset, from within onData too', () => {
+    const raw = acceptingServer();
+    raw.feed(encodeOpen(1, 'r'));
+    const s = raw.streams.get(1)!;
+    const got: number[] = [];
+    s.onData = (c) => {
+      got.push(c.length);
+      s.reset();
+    };
+    raw.session.receiveDataHead(1, 30);
+    for (let i = 0; i < 3; i++) raw.session.receiveDataPiece(bytes(10));
+    expect(got).toEqual([10]);
+    expect(s.bytesIn).toBe(10);
+    expect(raw.closedWith).toBeUndefined();
+  });
+
+  it('a header for stream 0, or of a length DATA cannot have, is a protocol error (1002)', () => {
+    for (const [id, length, code] of [
+      [0, 1, 'SOCKGATE_ERR_PROTOCOL_BAD_STREAM_ID'],
+      [1, 0, 'SOCKGATE_ERR_PROTOCOL_BAD_LENGTH'],
+      [1, MAX_DATA_PAYLOAD + 1, 'SOCKGATE_ERR_PROTOCOL_BAD_LENGTH'],
+    ] as const) {
+      const raw = acceptingServer();
+      raw.feed(encodeOpen(1, 'r'));
+      raw.session.receiveDataHead(id, length);
+      expect([raw.closedWith?.code, codeOf(raw.closeError)]).toEqual([1002, code]);
+    }
+  });
+
+  it('an onData that throws closes the session with 1011 (internal)', () => {
+    const raw = acceptingServer();
+    raw.feed(encodeOpen(1, 'r'));
+    raw.streams.get(1)!.onData = () => {
+      throw new Error('adapter bug');
+    };
+    raw.session.receiveDataHead(1, 1);
+    expect(() => raw.session.receiveDataPiece(bytes(1))).not.toThrow();
+    expect([raw.closedWith?.code, codeOf(raw.closeError)]).toEqual([1011, 'SOCKGATE_ERR_INTERNAL']);
   });
 });
 

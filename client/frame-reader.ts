@@ -1,0 +1,212 @@
+/**
+ * WebSocket frames read off the socket under a `ws` client WebSocket, so that a DATA frame's payload reaches its
+ * stream as views of the socket's reads, not copied (Node only: the SDK's NodeWebSocket in client/node.ts).
+ *
+ * A socket read is at most 64 KiB and a full DATA message 65,548 bytes with its WebSocket header, so nearly every
+ * message spans two reads; ws joins them into a fresh buffer (an allocation and a copy of each payload) before
+ * it emits the message. Here the payload goes on in the pieces the reads hold it in (two per message, on
+ * average), each a view of its read; Node gives every socket read memory of its own, so nothing else writes to
+ * it.
+ *
+ * The reader takes apart only what it must to do that, and leaves every other frame to ws, byte for byte:
+ * - a binary message (FIN set, no RSV bits, unmasked, at most `maxMessageBytes`) goes to the sink: a DATA frame
+ *   whose header is well formed as its header (dataHead) and its payload in pieces (dataPiece); any other binary
+ *   message whole (message), for the engine to decode and check.
+ * - a well-formed ping or pong goes to ws, which answers pings; reading resumes after it.
+ * - anything else is handed over: ws reads it and everything after it, as it would have without this reader. That
+ *   is a close frame (ws runs the close handshake, and ignores what follows), a text message (ws emits it), and
+ *   whatever ws fails the connection for with its own close code (a fragment, a continuation, RSV bits, a masked
+ *   frame, a message over the limit, a reserved opcode: 1002 protocol, 1009 too big). The gateway sends none of
+ *   these but the close.
+ *
+ * Frames reach the sink and ws in the order they arrived. No Node-only API.
+ */
+import { FrameType, HEADER_BYTES, KNOWN_FLAGS, MAX_DATA_PAYLOAD } from '../shared/constants.js';
+
+/** ws's side of the socket. */
+export interface WsReading {
+  /** One ping or pong frame's bytes, in one or more calls, for ws to read. */
+  frame(bytes: Uint8Array): void;
+  /** ws reads the socket from here on: `rest` (possibly empty) is what is left of the current read. */
+  handOver(rest: Uint8Array): void;
+}
+
+/** Where the frames go. */
+export interface FrameSink {
+  /** One whole binary message that is not a well-formed DATA frame, in memory of its own. */
+  message(bytes: Uint8Array): void;
+  /** A DATA frame's header: `length` (1 to MAX_DATA_PAYLOAD) payload bytes for `streamId` (not 0) follow. */
+  dataHead(streamId: number, length: number): void;
+  /** The next piece of the current DATA frame's payload: a view of a socket read. */
+  dataPiece(piece: Uint8Array): void;
+}
+
+const enum State {
+  /** Reading a frame's header (WebSocket header, and the 6-byte frame header of a binary message). */
+  Head,
+  /** Passing the current DATA payload on in pieces. */
+  Data,
+  /** Gathering a binary message that is not DATA. */
+  Message,
+  /** Passing a ping's or pong's payload to ws. */
+  Control,
+  /** ws reads everything from here on. */
+  HandedOver,
+}
+
+/** WebSocket header of a server frame: 2 bytes, then 0, 2 or 8 length bytes, then 4 mask bytes if masked. */
+const MAX_HEAD_BYTES = 2 + 8 + 4 + HEADER_BYTES;
+const OPCODE_BINARY = 0x2;
+const OPCODE_PING = 0x9;
+const OPCODE_PONG = 0xa;
+const MAX_CONTROL_PAYLOAD = 125;
+
+export class FrameReader {
+  private state = State.Head;
+  /** The current frame's header bytes so far (copied: they may span reads). */
+  private readonly head = new Uint8Array(MAX_HEAD_BYTES);
+  private headBytes = 0;
+  /** Payload bytes of the current frame still to come. */
+  private remaining = 0;
+  private message: Uint8Array | undefined;
+  private messageAt = 0;
+
+  constructor(
+    private readonly sink: FrameSink,
+    private readonly ws: WsReading,
+    /** The largest message accepted (ws's maxPayload); a larger one is left to ws, which refuses it. */
+    private readonly maxMessageBytes: number,
+  ) {}
+
+  /** The next bytes read from the socket. */
+  push(chunk: Uint8Array): void {
+    let at = 0;
+    while (at < chunk.length) {
+      switch (this.state) {
+        case State.Head:
+          at = this.readHead(chunk, at);
+          break;
+        case State.Data: {
+          const n = Math.min(this.remaining, chunk.length - at);
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = State.Head;
+          this.sink.dataPiece(new Uint8Array(chunk.buffer, chunk.byteOffset + at, n));
+          at += n;
+          break;
+        }
+        case State.Message: {
+          const n = Math.min(this.remaining, chunk.length - at);
+          this.message!.set(chunk.subarray(at, at + n), this.messageAt);
+          this.messageAt += n;
+          this.remaining -= n;
+          at += n;
+          if (this.remaining === 0) this.endMessage();
+          break;
+        }
+        case State.Control: {
+          const n = Math.min(this.remaining, chunk.length - at);
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = State.Head;
+          this.ws.frame(chunk.subarray(at, at + n));
+          at += n;
+          break;
+        }
+        case State.HandedOver:
+          this.ws.handOver(at === 0 ? chunk : chunk.subarray(at));
+          return;
+      }
+    }
+  }
+
+  /** Take header bytes from `chunk` at `at`; once the header is complete, decide where the frame goes. */
+  private readHead(chunk: Uint8Array, at: number): number {
+    const head = this.head;
+    for (;;) {
+      const need = this.headNeeded();
+      if (need === 0) return at;
+      if (need < 0) {
+        // Handed over: ws reads this frame's header, the rest of this read, and all later reads.
+        this.state = State.HandedOver;
+        const headBytes = this.headBytes;
+        this.headBytes = 0;
+        this.ws.handOver(concatBytes(head.subarray(0, headBytes), chunk.subarray(at)));
+        return chunk.length;
+      }
+      while (this.headBytes < need) {
+        if (at === chunk.length) return at;
+        head[this.headBytes++] = chunk[at++]!;
+      }
+    }
+  }
+
+  /**
+   * How many header bytes the frame needs before it can be routed; 0 once it has been (the state changed), -1 when
+   * ws is to read it and all that follows. The header never holds more bytes than the last answer asked for.
+   */
+  private headNeeded(): number {
+    const head = this.head;
+    if (this.headBytes < 2) return 2;
+    const b0 = head[0]!;
+    const b1 = head[1]!;
+    const len7 = b1 & 0x7f;
+    const masked = (b1 & 0x80) !== 0;
+    const wsHeadBytes = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (masked ? 4 : 0);
+    if (this.headBytes < wsHeadBytes) return wsHeadBytes;
+    const fin = (b0 & 0x80) !== 0;
+    const rsv = b0 & 0x70;
+    const opcode = b0 & 0x0f;
+    const length = len7 < 126 ? len7 : len7 === 126 ? (head[2]! << 8) | head[3]! : u64Length(head);
+
+    if ((opcode === OPCODE_PING || opcode === OPCODE_PONG) && fin && rsv === 0 && !masked && length <= MAX_CONTROL_PAYLOAD) {
+      this.ws.frame(head.slice(0, wsHeadBytes));
+      this.begin(length, State.Control);
+      return 0;
+    }
+    if (opcode !== OPCODE_BINARY || !fin || rsv !== 0 || masked || length > this.maxMessageBytes) return -1;
+    if (length > HEADER_BYTES) {
+      if (this.headBytes < wsHeadBytes + HEADER_BYTES) return wsHeadBytes + HEADER_BYTES;
+      const type = head[wsHeadBytes]!;
+      const flags = head[wsHeadBytes + 1]!;
+      const streamId = ((head[wsHeadBytes + 2]! << 24) | (head[wsHeadBytes + 3]! << 16) | (head[wsHeadBytes + 4]! << 8) | head[wsHeadBytes + 5]!) >>> 0;
+      const payload = length - HEADER_BYTES;
+      if (type === FrameType.DATA && (flags & ~KNOWN_FLAGS) === 0 && streamId !== 0 && payload <= MAX_DATA_PAYLOAD) {
+        this.begin(payload, State.Data);
+        this.sink.dataHead(streamId, payload);
+        return 0;
+      }
+    }
+    // Any other binary message: gathered whole (with the frame header bytes already read) for the engine.
+    this.message = new Uint8Array(length);
+    this.message.set(head.subarray(wsHeadBytes, this.headBytes));
+    this.messageAt = this.headBytes - wsHeadBytes;
+    this.begin(length - this.messageAt, State.Message);
+    if (this.remaining === 0) this.endMessage();
+    return 0;
+  }
+
+  private begin(remaining: number, state: State): void {
+    this.headBytes = 0;
+    this.remaining = remaining;
+    this.state = remaining === 0 && state !== State.Message ? State.Head : state;
+  }
+
+  private endMessage(): void {
+    const message = this.message!;
+    this.message = undefined;
+    this.state = State.Head;
+    this.sink.message(message);
+  }
+}
+
+/** A 64-bit WebSocket length (bytes 2-9 of the header); anything of 2^32 or more as Infinity (over any limit). */
+function u64Length(head: Uint8Array): number {
+  if ((head[2]! | head[3]! | head[4]! | head[5]!) !== 0) return Infinity;
+  return ((head[6]! << 24) | (head[7]! << 16) | (head[8]! << 8) | head[9]!) >>> 0;
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

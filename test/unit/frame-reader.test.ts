@@ -1,0 +1,187 @@
+/**
+ * client/frame-reader.ts: WebSocket frames read off the socket. DATA payloads go on as views of the reads, other
+ * binary messages whole, control frames to ws, and anything else to ws with all that follows; in order, however
+ * the bytes are split into reads.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { FrameReader } from '../../client/frame-reader.js';
+import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
+import { encodeData, encodeFrame, encodeWindow } from '../../shared/encode.js';
+import { dataArb, frameArb, hexOf } from '../helpers/frames.js';
+
+type Event = { k: 'data'; id: number; hex: string } | { k: 'message'; hex: string } | { k: 'ws' | 'handOver'; hex: string };
+
+/** A server's WebSocket frame (RFC 6455 5.2): unmasked unless `mask` is given; `long` uses the 64-bit length. */
+function wsFrame(opcode: number, payload: Uint8Array, opts: { fin?: boolean; rsv?: number; mask?: Uint8Array; long?: boolean; claim?: number } = {}): Uint8Array {
+  const n = opts.claim ?? payload.length;
+  const ext = opts.long || n > 0xffff ? 8 : n > 125 ? 2 : 0;
+  const head = new Uint8Array(2 + ext + (opts.mask ? 4 : 0));
+  head[0] = (opts.fin === false ? 0 : 0x80) | (opts.rsv ?? 0) | opcode;
+  head[1] = (opts.mask ? 0x80 : 0) | (ext === 8 ? 127 : ext === 2 ? 126 : n);
+  const view = new DataView(head.buffer);
+  if (ext === 2) view.setUint16(2, n);
+  if (ext === 8) view.setBigUint64(2, BigInt(n));
+  if (opts.mask) head.set(opts.mask, 2 + ext);
+  const frame = new Uint8Array(head.length + payload.length);
+  frame.set(head);
+  frame.set(opts.mask ? payload.map((b, i) => b ^ opts.mask![i & 3]!) : payload, head.length);
+  return frame;
+}
+
+/** What the reader should make of one well-formed binary message. */
+function expectedFor(message: Uint8Array): Event {
+  const isData =
+    message.length > HEADER_BYTES &&
+    message[0] === FrameType.DATA &&
+    message[1] === 0 &&
+    new DataView(message.buffer, message.byteOffset).getUint32(2) !== 0 &&
+    message.length - HEADER_BYTES <= MAX_DATA_PAYLOAD;
+  return isData
+    ? { k: 'data', id: new DataView(message.buffer, message.byteOffset).getUint32(2), hex: hexOf(message.subarray(HEADER_BYTES)) }
+    : { k: 'message', hex: hexOf(message) };
+}
+
+/** Append an event, joining bytes that go to ws one after the other (the reader may pass them in any pieces). */
+function add(events: Event[], e: Event): void {
+  const last = events.at(-1);
+  if ((e.k === 'ws' || e.k === 'handOver') && last?.k === e.k) last.hex += e.hex;
+  else events.push(e);
+}
+
+/** Feed `chunks` (each copied into memory of its own, as socket reads are) and record what comes out. */
+function run(chunks: readonly Uint8Array[], maxMessageBytes = MAX_FRAME_BYTES): { events: Event[]; foreignPieces: number } {
+  const events: Event[] = [];
+  const reads = chunks.map((c) => c.slice());
+  let foreignPieces = 0;
+  const reader = new FrameReader(
+    {
+      message: (bytes) => add(events, { k: 'message', hex: hexOf(bytes) }),
+      dataHead: (id, length) => {
+        expect(length).toBeGreaterThan(0);
+        events.push({ k: 'data', id, hex: '' });
+      },
+      dataPiece: (piece) => {
+        // A view of one of the reads, never a copy.
+        if (!reads.some((r) => r.buffer === piece.buffer)) foreignPieces++;
+        const last = events.at(-1)!;
+        last.hex += hexOf(piece);
+      },
+    },
+    { frame: (bytes) => add(events, { k: 'ws', hex: hexOf(bytes) }), handOver: (rest) => add(events, { k: 'handOver', hex: hexOf(rest) }) },
+    maxMessageBytes,
+  );
+  for (const read of reads) reader.push(read);
+  return { events, foreignPieces };
+}
+
+/** Split `bytes` at the given offsets (taken modulo its length). */
+function split(bytes: Uint8Array, cuts: readonly number[]): Uint8Array[] {
+  const at = [...new Set(cuts.map((c) => (bytes.length === 0 ? 0 : c % bytes.length)))].filter((c) => c > 0).sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let from = 0;
+  for (const c of [...at, bytes.length]) {
+    out.push(bytes.subarray(from, c));
+    from = c;
+  }
+  return out.filter((c) => c.length > 0);
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** One frame the reader routes and keeps reading after: its bytes and what it should become. */
+const routedArb: fc.Arbitrary<{ bytes: Uint8Array; event: Event }> = fc.oneof(
+  // DATA, the common case, in any length form.
+  fc.record({ id: fc.integer({ min: 1, max: 0xffff_ffff }), data: dataArb, long: fc.boolean() }).map(({ id, data, long }) => {
+    const message = encodeData(id, data);
+    return { bytes: wsFrame(0x2, message, { long }), event: expectedFor(message) };
+  }),
+  // Every other sockgate frame, whole.
+  frameArb().map((frame) => {
+    const message = encodeFrame(frame);
+    return { bytes: wsFrame(0x2, message), event: expectedFor(message) };
+  }),
+  // Any binary message at all, malformed ones included (flags set, stream 0, truncated): the engine decides.
+  fc.uint8Array({ maxLength: 24 }).map((message) => ({ bytes: wsFrame(0x2, message), event: expectedFor(message) })),
+  // Pings and pongs go to ws, and reading goes on after them.
+  fc.record({ opcode: fc.constantFrom(0x9, 0xa), payload: fc.uint8Array({ maxLength: 125 }) }).map(({ opcode, payload }) => {
+    const bytes = wsFrame(opcode, payload);
+    return { bytes, event: { k: 'ws', hex: hexOf(bytes) } as Event };
+  }),
+);
+
+/** A frame after which ws reads everything: a close, a text message, and what ws's own checks refuse. */
+const handOverArb: fc.Arbitrary<Uint8Array> = fc.oneof(
+  fc.constant(wsFrame(0x8, new Uint8Array([0x03, 0xe8]))),
+  fc.constant(wsFrame(0x8, new Uint8Array(0))),
+  fc.constant(wsFrame(0x1, new TextEncoder().encode('text'))),
+  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { fin: false })),
+  fc.constant(wsFrame(0x0, encodeWindow(1, 0, 1))),
+  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { rsv: 0x40 })),
+  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { mask: new Uint8Array([1, 2, 3, 4]) })),
+  fc.constant(wsFrame(0x3, new Uint8Array(3))),
+  fc.constant(wsFrame(0x9, new Uint8Array(126))),
+  fc.constant(wsFrame(0x9, new Uint8Array(4), { fin: false })),
+  fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: MAX_FRAME_BYTES + 1 })),
+  fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: 2 ** 40 })),
+);
+
+describe('FrameReader', () => {
+  it('routes every frame as it would whole, however the bytes are split into reads, and never copies a DATA payload', () => {
+    fc.assert(
+      fc.property(
+        fc.array(routedArb, { maxLength: 12 }),
+        fc.option(fc.tuple(handOverArb, fc.array(routedArb, { maxLength: 3 }))),
+        fc.array(fc.nat(), { maxLength: 24 }),
+        (frames, tail, cuts) => {
+          const expected: Event[] = [];
+          for (const f of frames) add(expected, { ...f.event });
+          const parts = frames.map((f) => f.bytes);
+          if (tail) {
+            // From the hand-over on, ws reads every byte, routable frames too.
+            const rest = concat([tail[0], ...tail[1].map((f) => f.bytes)]);
+            add(expected, { k: 'handOver', hex: hexOf(rest) });
+            parts.push(rest);
+          }
+          const { events, foreignPieces } = run(split(concat(parts), cuts));
+          expect(events).toEqual(expected);
+          expect(foreignPieces).toBe(0);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('takes one byte per read as well as whole frames', () => {
+    const frames = [wsFrame(0x2, encodeData(7, new Uint8Array(300).fill(9))), wsFrame(0x9, new Uint8Array([1, 2])), wsFrame(0x2, encodeWindow(7, 5, 6))];
+    const bytes = concat(frames);
+    const oneByOne = run(Array.from(bytes, (b) => new Uint8Array([b])));
+    const whole = run([bytes]);
+    expect(oneByOne.events).toEqual(whole.events);
+    expect(whole.events.map((e) => e.k)).toEqual(['data', 'ws', 'message']);
+  });
+
+  it('hands a message over the limit to ws, header and all, and everything after it', () => {
+    const max = 100;
+    const atLimit = wsFrame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES)));
+    const over = wsFrame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES + 1)));
+    const after = wsFrame(0x2, encodeData(3, new Uint8Array([1])));
+    const { events } = run([atLimit, over, after], max);
+    expect(events).toEqual([
+      { k: 'data', id: 3, hex: hexOf(new Uint8Array(max - HEADER_BYTES)) },
+      { k: 'handOver', hex: hexOf(concat([over, after])) },
+    ]);
+  });
+
+  it('hands an empty binary message to the engine (which refuses it as truncated)', () => {
+    expect(run([wsFrame(0x2, new Uint8Array(0))]).events).toEqual([{ k: 'message', hex: '' }]);
+  });
+});
