@@ -2,7 +2,7 @@
  * WebSocket frames read off the socket under a `ws` client WebSocket, so that a DATA frame's payload reaches its
  * stream as views of the socket's reads, not copied (Node only: the SDK's NodeWebSocket in client/node.ts).
  *
- * A socket read is at most 64 KiB and a full DATA message 65,548 bytes with its WebSocket header, so nearly every
+ * A socket read is at most 64 KiB and a full DATA message 65,552 bytes with its WebSocket header, so nearly every
  * message spans two reads; ws joins them into a fresh buffer (an allocation and a copy of each payload) before
  * it emits the message. Here the payload goes on in the pieces the reads hold it in (two per message, on
  * average), each a view of its read; Node gives every socket read memory of its own, so nothing else writes to
@@ -10,8 +10,8 @@
  *
  * The reader takes apart only what it must to do that, and leaves every other frame to ws, byte for byte:
  * - a binary message (FIN set, no RSV bits, unmasked, at most `maxMessageBytes`) goes to the sink: a DATA frame
- *   whose header is well formed as its header (dataHead) and its payload in pieces (dataPiece); any other binary
- *   message whole (message), for the engine to decode and check.
+ *   with a well-formed header as that header (receiveDataHead), then its payload in pieces (receiveDataPiece); any
+ *   other binary message whole (receive), for the engine to decode and check.
  * - a well-formed ping or pong goes to ws, which answers pings; reading resumes after it.
  * - anything else is handed over: ws reads it and everything after it, as it would have without this reader. That
  *   is a close frame (ws runs the close handshake, and ignores what follows), a text message (ws emits it), and
@@ -19,7 +19,8 @@
  *   frame, a message over the limit, a reserved opcode: 1002 protocol, 1009 too big). The gateway sends none of
  *   these but the close.
  *
- * Frames reach the sink and ws in the order they arrived. No Node-only API.
+ * Frames reach the sink and ws in the order they arrived. readFramesBeside() puts a reader in front of ws on its
+ * socket. No Node-only API (the socket is typed by what is used of it).
  */
 import { FrameType, HEADER_BYTES, KNOWN_FLAGS, MAX_DATA_PAYLOAD } from '../shared/constants.js';
 
@@ -31,14 +32,14 @@ export interface WsReading {
   handOver(rest: Uint8Array): void;
 }
 
-/** Where the frames go. */
+/** Where the frames go: the engine's methods of the same names (shared/session.ts), or a wrapper of them. */
 export interface FrameSink {
   /** One whole binary message that is not a well-formed DATA frame, in memory of its own. */
-  message(bytes: Uint8Array): void;
+  receive(message: Uint8Array): void;
   /** A DATA frame's header: `length` (1 to MAX_DATA_PAYLOAD) payload bytes for `streamId` (not 0) follow. */
-  dataHead(streamId: number, length: number): void;
+  receiveDataHead(streamId: number, length: number): void;
   /** The next piece of the current DATA frame's payload: a view of a socket read. */
-  dataPiece(piece: Uint8Array): void;
+  receiveDataPiece(piece: Uint8Array): void;
 }
 
 const enum State {
@@ -90,7 +91,7 @@ export class FrameReader {
           const n = Math.min(this.remaining, chunk.length - at);
           this.remaining -= n;
           if (this.remaining === 0) this.state = State.Head;
-          this.sink.dataPiece(new Uint8Array(chunk.buffer, chunk.byteOffset + at, n));
+          this.sink.receiveDataPiece(new Uint8Array(chunk.buffer, chunk.byteOffset + at, n));
           at += n;
           break;
         }
@@ -171,7 +172,7 @@ export class FrameReader {
       const payload = length - HEADER_BYTES;
       if (type === FrameType.DATA && (flags & ~KNOWN_FLAGS) === 0 && streamId !== 0 && payload <= MAX_DATA_PAYLOAD) {
         this.begin(payload, State.Data);
-        this.sink.dataHead(streamId, payload);
+        this.sink.receiveDataHead(streamId, payload);
         return 0;
       }
     }
@@ -194,7 +195,7 @@ export class FrameReader {
     const message = this.message!;
     this.message = undefined;
     this.state = State.Head;
-    this.sink.message(message);
+    this.sink.receive(message);
   }
 }
 
@@ -209,4 +210,46 @@ function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+/** What readFramesBeside() uses of a net.Socket (or TLSSocket): its 'data' listeners. */
+export interface ReadableSocket {
+  listeners(event: 'data'): unknown[];
+  on(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
+  removeListener(event: 'data', listener: (chunk: Uint8Array) => void): unknown;
+}
+
+/**
+ * Read the socket under a `ws` client WebSocket through a FrameReader, in place of ws's own 'data' listener: call
+ * it from the WebSocket's 'open' (ws has just attached its listener then, and read nothing yet). ws keeps reading
+ * the pings and pongs, and gets the socket back for good at the first frame the reader leaves to it (a close,
+ * say), its listener attached again as it attached it, so that ws detaches it itself when it fails or closes the
+ * connection. False, and ws left to read as before, unless ws's one listener is there; the caller also makes sure
+ * that no extension was negotiated (ws would inflate what it reads).
+ */
+export function readFramesBeside(socket: ReadableSocket, sink: FrameSink, maxMessageBytes: number): boolean {
+  const listeners = socket.listeners('data');
+  const wsOnData = listeners[0];
+  if (listeners.length !== 1 || typeof wsOnData !== 'function') return false;
+  const toWs = (bytes: Uint8Array): void => void (wsOnData as (this: ReadableSocket, chunk: Uint8Array) => void).call(socket, bytes);
+  let handedOver = false;
+  const reader = new FrameReader(
+    sink,
+    {
+      frame: toWs,
+      handOver: (rest) => {
+        if (!handedOver) {
+          handedOver = true;
+          socket.removeListener('data', onData);
+          socket.on('data', wsOnData as (chunk: Uint8Array) => void);
+        }
+        if (rest.length > 0) toWs(rest);
+      },
+    },
+    maxMessageBytes,
+  );
+  const onData = (chunk: Uint8Array): void => reader.push(chunk);
+  socket.removeListener('data', wsOnData as (chunk: Uint8Array) => void);
+  socket.on('data', onData);
+  return true;
 }

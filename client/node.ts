@@ -11,7 +11,7 @@ import type { ReadableStream as NodeReadableStream, WritableStream as NodeWritab
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { TurnCork } from '../shared/turn-cork.js';
-import { FrameReader, type FrameSink } from './frame-reader.js';
+import { readFramesBeside, type FrameSink } from './frame-reader.js';
 import { writeMaskedDataBeside } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
@@ -54,36 +54,9 @@ export class NodeWebSocket extends WebSocket {
     this.frameSink = sink;
   }
 
-  /**
-   * Read the socket through a FrameReader (client/frame-reader.ts) in place of ws's own 'data' listener, which
-   * gets the pings and pongs, and the socket back for good at the first frame the reader leaves to ws (a close,
-   * say). Only where ws reads the socket as expected: its one 'data' listener, no extension.
-   */
+  /** The socket read through a FrameReader in front of ws (client/frame-reader.ts), when no extension was negotiated. */
   private readFrames(): void {
-    const socket = this.socket;
-    const sink = this.frameSink;
-    if (!socket || !sink || this.extensions !== '') return;
-    const listeners = socket.listeners('data');
-    if (listeners.length !== 1) return;
-    const wsOnData = listeners[0] as (this: Socket, chunk: Uint8Array) => void;
-    const onData = (chunk: Buffer): void => reader.push(chunk);
-    const reader = new FrameReader(
-      sink,
-      {
-        frame: (bytes) => wsOnData.call(socket, bytes),
-        handOver: (rest) => {
-          // ws's listener again, as it attached it: ws detaches it itself when it fails or closes the connection.
-          if (socket.listeners('data').includes(onData)) {
-            socket.removeListener('data', onData);
-            socket.on('data', wsOnData);
-          }
-          if (rest.length > 0) wsOnData.call(socket, rest);
-        },
-      },
-      MAX_FRAME_BYTES,
-    );
-    socket.removeListener('data', wsOnData);
-    socket.on('data', onData);
+    if (this.socket && this.frameSink && this.extensions === '') readFramesBeside(this.socket, this.frameSink, MAX_FRAME_BYTES);
   }
 
   corkTurn(deferrable = false): void {

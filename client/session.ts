@@ -215,9 +215,9 @@ export class SockgateSession extends TypedEventTarget<SessionEventMap> {
     });
     ws.addEventListener('message', (event: MessageEventLike) => this.onMessage(event.data));
     ws.takeFrames?.({
-      message: (bytes) => this.onMessage(bytes),
-      dataHead: (streamId, length) => this.engine.receiveDataHead(streamId, length),
-      dataPiece: (piece) => this.engine.receiveDataPiece(piece),
+      receive: (message) => this.onMessage(message),
+      receiveDataHead: (streamId, length) => this.engine.receiveDataHead(streamId, length),
+      receiveDataPiece: (piece) => this.engine.receiveDataPiece(piece),
     });
     ws.addEventListener('error', (event: ErrorEventLike) => {
       // ws names the cause (e.g. "Unexpected server response: 401"); browsers say nothing. A close follows.

@@ -6,8 +6,8 @@ import { BufferPool } from '../shared/buffer-pool.js';
 import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import type { Session, Transport } from '../shared/session.js';
-import type { FrameSink } from './frame-reader.js';
 import { fitCloseReason } from '../shared/utf8.js';
+import type { FrameSink } from './frame-reader.js';
 
 /** What the SDK uses of a WebSocket: the subset the browser's WebSocket and the `ws` package share. */
 export interface WebSocketLike {

@@ -10,6 +10,7 @@ import { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, isErrorCode } from '../shared/errors.js';
 import { Session, type SessionOptions } from '../shared/session.js';
+import { readFramesBeside } from '../client/frame-reader.js';
 import { WsTransport } from './mux.js';
 
 /** The most of a refusal's body read for its `{ code, message }`, in bytes. */
@@ -113,6 +114,9 @@ export function dial(opts: DialOptions): Promise<Dialed> {
       const transport = new WsTransport(ws, maxBuffered, undefined, socket, true);
       const session = new Session({ ...opts.session, role: 'client', transport, maxTransportBufferedBytes: maxBuffered });
       transport.bind(session);
+      // DATA payloads to the engine as views of the socket's reads, not joined by ws first (client/frame-reader.ts;
+      // no extension is offered above). ws still reads pings, pongs, closes and anything amiss.
+      if (socket) readFramesBeside(socket, session, MAX_FRAME_BYTES);
       resolve({ ws, session, url: redactedUrl(url), closed });
     });
   });

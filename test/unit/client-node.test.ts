@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { NodeWebSocket, openSession, toDuplex, type SockgateSession } from '../../client/node.js';
 import { sha256, waitFor } from '../helpers/backends.js';
+import { dial } from '../../server/dial.js';
 import { encodeData } from '../../shared/encode.js';
 import { MAX_FRAME_BYTES } from '../../shared/constants.js';
 import { noiseBytes, patternAt, startMuxServer, type MuxServer } from '../helpers/mux-server.js';
@@ -182,6 +183,25 @@ describe('NodeWebSocket reads frames itself (client/frame-reader.ts)', () => {
       clearInterval(pinger);
     }
     await waitFor(() => pongs > 0, 5000, 'a pong');
+  });
+
+  it("the dial of the agent and the CLI tools (server/dial.ts) reads the same way, and closes cleanly", async () => {
+    server = await startMuxServer();
+    const dialed = await dial({ gateway: server.url.replace(/\/mux$/, ''), path: '/mux', handshakeTimeoutMs: 5000 });
+    const n = 2 * 1024 * 1024 + 7;
+    const stream = dialed.session.open(`source-${n}`);
+    const chunks: Uint8Array[] = [];
+    stream.onData = (c) => {
+      chunks.push(c);
+      stream.consume(c.length);
+    };
+    await waitFor(() => stream.remoteEnded, 10_000, 'the whole source');
+    const got = Buffer.concat(chunks);
+    expect(sha256(got)).toBe(sha256(patternAt(0, n)));
+    expect(chunks.filter((c) => c.buffer.byteLength !== c.byteLength + 6).length).toBeGreaterThan(chunks.length / 2);
+    dialed.session.close();
+    // The close frame goes to ws (handed over), which completes the handshake: a clean 1000, not a lost 1006.
+    expect((await dialed.closed).code).toBe(1000);
   });
 
   it('leaves a fragmented message to ws, which delivers it whole; DATA after it arrives as before', async () => {

@@ -56,12 +56,12 @@ function run(chunks: readonly Uint8Array[], maxMessageBytes = MAX_FRAME_BYTES): 
   let foreignPieces = 0;
   const reader = new FrameReader(
     {
-      message: (bytes) => add(events, { k: 'message', hex: hexOf(bytes) }),
-      dataHead: (id, length) => {
+      receive: (bytes) => add(events, { k: 'message', hex: hexOf(bytes) }),
+      receiveDataHead: (id, length) => {
         expect(length).toBeGreaterThan(0);
         events.push({ k: 'data', id, hex: '' });
       },
-      dataPiece: (piece) => {
+      receiveDataPiece: (piece) => {
         // A view of one of the reads, never a copy.
         if (!reads.some((r) => r.buffer === piece.buffer)) foreignPieces++;
         const last = events.at(-1)!;
