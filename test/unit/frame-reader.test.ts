@@ -9,6 +9,7 @@ import { FrameReader } from '../../client/frame-reader.js';
 import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
 import { encodeData, encodeFrame, encodeWindow } from '../../shared/encode.js';
 import { dataArb, frameArb, hexOf } from '../helpers/frames.js';
+import { concat } from '../helpers/mux-server.js';
 
 type Event = { k: 'data'; id: number; hex: string } | { k: 'message'; hex: string } | { k: 'ws' | 'handOver'; hex: string };
 
@@ -85,16 +86,6 @@ function split(bytes: Uint8Array, cuts: readonly number[]): Uint8Array[] {
     from = c;
   }
   return out.filter((c) => c.length > 0);
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** One frame the reader routes and keeps reading after: its bytes and what it should become. */
