@@ -5,19 +5,14 @@
  */
 import fc from 'fast-check';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import type { IncomingMessage } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import type net from 'node:net';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import WebSocket, { WebSocketServer } from 'ws';
 import { FrameReader, readFramesBeside } from '../../client/frame-reader.js';
 import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
 import { encodeData, encodeFrame, encodeWindow } from '../../shared/encode.js';
 import { dataArb, frameArb, hexOf } from '../helpers/frames.js';
 import { waitFor } from '../helpers/backends.js';
 import { concat, noiseBytes } from '../helpers/mux-server.js';
+import { wssPair } from '../helpers/tls.js';
 
 type Event = { k: 'data'; id: number; hex: string } | { k: 'message'; hex: string } | { k: 'ws' | 'handOver'; hex: string };
 
@@ -187,30 +182,22 @@ describe('FrameReader', () => {
 
 describe('readFramesBeside', () => {
   it("reads a wss: WebSocket's TLSSocket: DATA to the sink, pings answered by ws, the close handed over to ws", async () => {
-    const tlsDir = join(import.meta.dirname, '../fixtures/tls');
-    const cert = readFileSync(join(tlsDir, 'cert.pem'));
-    const https = createHttpsServer({ cert, key: readFileSync(join(tlsDir, 'key.pem')) });
-    const wss = new WebSocketServer({ server: https });
-    https.listen(0, '127.0.0.1');
-    await once(https, 'listening');
     const payloads = [noiseBytes(65_536, 1), noiseBytes(3, 2), noiseBytes(65_536, 3), noiseBytes(40_000, 4)];
     let pongs = 0;
-    wss.on('connection', (peer) => {
+    const pair = await wssPair((peer) => {
       peer.on('pong', () => pongs++);
       for (const [i, p] of payloads.entries()) {
         peer.send(encodeData(5, p));
         if (i === 1) peer.ping();
       }
     });
-    const ws = new WebSocket(`wss://127.0.0.1:${(https.address() as net.AddressInfo).port}`, { ca: cert, perMessageDeflate: false });
-    let socket!: net.Socket;
-    ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket as net.Socket));
+    const { ws, wss } = pair;
     const got = new Map<number, Uint8Array[]>();
     let current: Uint8Array[] = [];
     let attached = false;
     ws.once('open', () => {
       attached = readFramesBeside(
-        socket,
+        pair.socket(),
         {
           receive: () => expect.fail('only DATA was sent'),
           receiveDataHead: (id) => {
@@ -224,16 +211,14 @@ describe('readFramesBeside', () => {
     });
     try {
       await once(ws, 'open');
-      expect([attached, socket.constructor.name]).toEqual([true, 'TLSSocket']);
+      expect([attached, pair.socket().constructor.name]).toEqual([true, 'TLSSocket']);
       await waitFor(() => got.size === payloads.length && pongs === 1, 10_000, 'every DATA frame and the pong');
       expect([...got.values()].map((pieces) => hexOf(concat(pieces)))).toEqual(payloads.map(hexOf));
       const closed = once(ws, 'close');
       for (const peer of wss.clients) peer.close(1000, 'done');
       expect((await closed)[0]).toBe(1000);
     } finally {
-      ws.terminate();
-      wss.close();
-      https.close();
+      pair.close();
     }
   });
 });

@@ -4,15 +4,12 @@
  * in order, between ws's own frames.
  */
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
 import type net from 'node:net';
-import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import * as wsModule from 'ws';
-import WebSocket, { WebSocketServer } from 'ws';
+import { WebSocketServer } from 'ws';
 import { encodeMaskedData, maskedDataFrameBytes, writeMaskedData } from '../../client/masked-frames.js';
 import { NodeWebSocket } from '../../client/node.js';
 import { MAX_DATA_PAYLOAD } from '../../shared/constants.js';
@@ -20,6 +17,7 @@ import { decodeFrame } from '../../shared/decode.js';
 import { encodeData } from '../../shared/encode.js';
 import { waitFor } from '../helpers/backends.js';
 import { noiseBytes } from '../helpers/mux-server.js';
+import { wssPair } from '../helpers/tls.js';
 
 /** ws's frame builder: exported by ws (`WebSocket.Sender`), though its typings leave it out. */
 const { Sender } = wsModule as unknown as {
@@ -170,20 +168,12 @@ describe('NodeWebSocket.sendData', () => {
   });
 
   it('writes through TLS (wss:) as well: the socket under the WebSocket is then a TLSSocket', async () => {
-    const tlsDir = join(import.meta.dirname, '../fixtures/tls');
-    const cert = readFileSync(join(tlsDir, 'cert.pem'));
-    const https = createHttpsServer({ cert, key: readFileSync(join(tlsDir, 'key.pem')) });
-    const wss = new WebSocketServer({ server: https });
-    https.listen(0, '127.0.0.1');
-    await once(https, 'listening');
     const received: Buffer[] = [];
-    wss.on('connection', (peer) => peer.on('message', (m: Buffer) => received.push(m)));
     // The SDK's NodeWebSocket takes no TLS options; ws with the same settings and writeMaskedData is the same path.
-    const ws = new WebSocket(`wss://127.0.0.1:${(https.address() as net.AddressInfo).port}`, { ca: cert, perMessageDeflate: false });
-    let socket!: net.Socket;
-    ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket as net.Socket));
+    const pair = await wssPair((peer) => peer.on('message', (m: Buffer) => received.push(m)));
     try {
-      await once(ws, 'open');
+      await once(pair.ws, 'open');
+      const socket = pair.socket();
       expect(socket.constructor.name).toBe('TLSSocket');
       const expected: Buffer[] = [];
       let done = 0;
@@ -195,9 +185,7 @@ describe('NodeWebSocket.sendData', () => {
       await waitFor(() => received.length === expected.length && done === expected.length, 10_000, 'every message at the server');
       expect(received.map((m, i) => m.equals(expected[i]!))).toEqual([true, true, true]);
     } finally {
-      ws.terminate();
-      wss.close();
-      https.close();
+      pair.close();
     }
   });
 });
