@@ -448,7 +448,7 @@ export class Session {
   /**
    * One DATA frame's header, from a transport that takes DATA frames apart (client/frame-reader.ts): `length`
    * payload bytes for `streamId` follow in pieces, through receiveDataPiece(). The frame is checked from its header
-   * as receive() checks a whole one (PROTOCOL 2.3, 3, 5.3). Never throws.
+   * as receive() checks a whole one (PROTOCOL 2.3, 3, 4.3, 5.4). Never throws.
    */
   receiveDataHead(streamId: number, length: number): void {
     this.dataTarget = undefined;
@@ -644,7 +644,7 @@ export class Session {
 
   /**
    * The stream a DATA frame of `length` payload bytes goes to, its window charged; undefined when it goes nowhere:
-   * the stream is gone, or the frame broke its rules and the stream was reset (PROTOCOL 4.3, 5.3).
+   * the stream is gone, or the frame broke its rules and the stream was reset (PROTOCOL 4.3, 5.4).
    */
   private acceptData(streamId: number, length: number): Stream | undefined {
     const stream = this.lookup(streamId);
