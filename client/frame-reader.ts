@@ -22,7 +22,8 @@
  * Frames reach the sink and ws in the order they arrived. readFramesBeside() puts a reader in front of ws on its
  * socket. No Node-only API (the socket is typed by what is used of it).
  */
-import { FrameType, HEADER_BYTES, KNOWN_FLAGS, MAX_DATA_PAYLOAD } from '../shared/constants.js';
+import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD } from '../shared/constants.js';
+import { decodeHeader } from '../shared/decode.js';
 
 /** ws's side of the socket. */
 export interface WsReading {
@@ -160,19 +161,17 @@ export class FrameReader {
 
     if ((opcode === OPCODE_PING || opcode === OPCODE_PONG) && fin && rsv === 0 && !masked && length <= MAX_CONTROL_PAYLOAD) {
       this.ws.frame(head.slice(0, wsHeadBytes));
-      this.begin(length, State.Control);
+      this.begin(length, length > 0 ? State.Control : State.Head);
       return 0;
     }
     if (opcode !== OPCODE_BINARY || !fin || rsv !== 0 || masked || length > this.maxMessageBytes) return -1;
     if (length > HEADER_BYTES) {
       if (this.headBytes < wsHeadBytes + HEADER_BYTES) return wsHeadBytes + HEADER_BYTES;
-      const type = head[wsHeadBytes]!;
-      const flags = head[wsHeadBytes + 1]!;
-      const streamId = ((head[wsHeadBytes + 2]! << 24) | (head[wsHeadBytes + 3]! << 16) | (head[wsHeadBytes + 4]! << 8) | head[wsHeadBytes + 5]!) >>> 0;
+      const data = dataHeader(head.subarray(wsHeadBytes, wsHeadBytes + HEADER_BYTES));
       const payload = length - HEADER_BYTES;
-      if (type === FrameType.DATA && (flags & ~KNOWN_FLAGS) === 0 && streamId !== 0 && payload <= MAX_DATA_PAYLOAD) {
+      if (data && payload <= MAX_DATA_PAYLOAD) {
         this.begin(payload, State.Data);
-        this.sink.receiveDataHead(streamId, payload);
+        this.sink.receiveDataHead(data.streamId, payload);
         return 0;
       }
     }
@@ -188,7 +187,7 @@ export class FrameReader {
   private begin(remaining: number, state: State): void {
     this.headBytes = 0;
     this.remaining = remaining;
-    this.state = remaining === 0 && state !== State.Message ? State.Head : state;
+    this.state = state;
   }
 
   private endMessage(): void {
@@ -196,6 +195,17 @@ export class FrameReader {
     this.message = undefined;
     this.state = State.Head;
     this.sink.receive(message);
+  }
+}
+
+/** A well-formed DATA frame header (PROTOCOL 2, checked by the codec's own decodeHeader), or undefined. */
+function dataHeader(bytes: Uint8Array): { streamId: number } | undefined {
+  try {
+    const header = decodeHeader(bytes);
+    return header.type === FrameType.DATA ? header : undefined;
+  } catch {
+    // Malformed: the message goes to the engine whole, whose decoder refuses it with the precise code.
+    return undefined;
   }
 }
 
