@@ -11,7 +11,7 @@ import { MAX_FRAME_BYTES, SUBPROTOCOL } from '../../shared/constants.js';
 import type { SockgateError } from '../../shared/errors.js';
 import { Session, type Stream } from '../../shared/session.js';
 import { connectBackend } from '../../server/backend.js';
-import { WsTransport, handleMuxSession, type MuxLimits } from '../../server/mux.js';
+import { WsTransport, handleMuxSession, type MuxLimits, type MuxSessionHandle } from '../../server/mux.js';
 import { parseTarget, type Route } from '../../server/routes.js';
 import { startGateway } from './gateway.js';
 
@@ -212,6 +212,8 @@ export interface MuxServer {
   url: string;
   app: FastifyInstance;
   close(): Promise<void>;
+  /** startMuxServer only: each session's handle, in the order they started. */
+  sessions?: MuxSessionHandle[];
 }
 
 export const TEST_LIMITS: MuxLimits = {
@@ -240,20 +242,23 @@ export async function startMuxServer(
       handleProtocols: (protocols: Set<string>) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
     },
   });
+  const sessions: MuxSessionHandle[] = [];
   app.get('/mux', { websocket: true }, (socket, request) => {
-    handleMuxSession(
+    // Backends read and the WebSocket written as the gateway's plugin does it (server/plugin.ts).
+    const handle = handleMuxSession(
       socket,
       {
         resolveRoute: (name) => table.get(name),
-        connect: (target) => connectBackend(target, { timeoutMs: limits.openTimeoutMs }),
+        connect: (target, onread) => connectBackend(target, { timeoutMs: limits.openTimeoutMs, onread }),
         limits,
         log: request.log,
       },
-      { remoteAddress: request.socket.remoteAddress ?? '' },
+      { remoteAddress: request.socket.remoteAddress ?? '', socket: request.socket },
     );
+    if (handle) sessions.push(handle);
   });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const addr = app.server.address();
   if (!addr || typeof addr === 'string') throw new Error('no TCP address');
-  return { url: `ws://127.0.0.1:${addr.port}/mux`, app, close: () => app.close() };
+  return { url: `ws://127.0.0.1:${addr.port}/mux`, app, close: () => app.close(), sessions };
 }
