@@ -17,6 +17,7 @@ import { backoffDelay, type AgentConfig } from './agent-config.js';
 import { connectBackend } from './backend.js';
 import { bridgeStream } from './bridge.js';
 import { dial, isPermanentRefusal, type Dialed } from './dial.js';
+import type { ReadGate } from './read-gate.js';
 import type { Logger } from './log.js';
 import { formatTarget } from './routes.js';
 
@@ -150,9 +151,9 @@ export function startAgent(options: AgentOptions): AgentHandle {
       query: { [AGENT_SERVICES_PARAM]: services.join(',') },
       token: config.token,
       handshakeTimeoutMs: config.connectTimeoutMs,
+      onStream: (stream, service, readGate) => serveStream(stream, service, sockets, readGate),
       session: {
         maxIncomingStreams: config.maxStreams,
-        onStream: (stream, service) => serveStream(stream, service, sockets),
         onGoAway: (err) => log.info({ err: err.code, reason: err.message }, 'the gateway is going away: no new streams on this connection'),
       },
     });
@@ -193,7 +194,7 @@ export function startAgent(options: AgentOptions): AgentHandle {
     return outcome;
   }
 
-  function serveStream(stream: Stream, service: string, sockets: Set<Duplex>): void {
+  function serveStream(stream: Stream, service: string, sockets: Set<Duplex>, readGate: ReadGate): void {
     const target = config.services.get(service);
     const fields = { service, stream: stream.id };
     if (!target) {
@@ -207,6 +208,7 @@ export function startAgent(options: AgentOptions): AgentHandle {
       log,
       fields,
       sockets,
+      readGate,
       onOpen: () => log.debug({ ...fields, target: formatTarget(target) }, 'stream open'),
       onClose: (err) =>
         log.debug(

@@ -4,7 +4,9 @@
  *
  * - stream -> socket: a chunk is reported consumed (its credit returned, PROTOCOL 5.2) only when socket.write()
  *   accepted it without backpressure, else on the socket's 'drain';
- * - socket -> stream: when stream.write() returns false the socket is paused until the stream's onDrain;
+ * - socket -> stream: when stream.write() returns false the socket is paused until the stream's onDrain; with a
+ *   read gate (server/read-gate.ts), a socket in a bulk transfer then waits for the gate to give it room, and is
+ *   also paused after a read that went out whole while the transport is congested or other sockets wait;
  * - FIN maps to socket.end(), the socket's EOF to FIN (half-close both ways, PROTOCOL 4.3);
  * - every failure ends the other side with a code: a SockgateError keeps its own, a socket error maps from its
  *   errno (server/backend.ts).
@@ -19,7 +21,8 @@ import { SockgateError } from '../shared/errors.js';
 import { JoinedQueue } from '../shared/joined-queue.js';
 import type { Stream } from '../shared/session.js';
 import { backendError } from './backend.js';
-import { sharedReadBuffer } from './read-buffer.js';
+import { SMALL_READ_BYTES, sharedReadBuffer } from './read-buffer.js';
+import type { ReadGate } from './read-gate.js';
 
 /** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
 export interface BridgeLogger {
@@ -53,6 +56,12 @@ export interface BridgeOptions {
   onSocketClose?(): void;
   /** Holds each connected socket until it closes, so an owner (the session) can destroy what outlives it. */
   sockets?: Set<Duplex>;
+  /**
+   * The session transport's gate (WsTransport.readGate): a socket in a bulk transfer reads only when the transport
+   * has room for what it reads, so that its bytes wait in the kernel rather than in the engine (server/read-gate.ts).
+   * Without it a socket reads whenever its stream has sent what it had.
+   */
+  readGate?: ReadGate;
 }
 
 /** Bridge `stream` to the Duplex `opts.connect()` gives. Never throws; every failure ends the stream with a code. */
@@ -99,18 +108,37 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     endWhenFlushed = true;
     if (socket) flush(socket);
   };
-  stream.onDrain = () => socket?.resume();
+  const gate = opts.readGate;
+  /** The socket's last read was SMALL_READ_BYTES or more: in a bulk transfer, so the gate says when it reads next. */
+  let bulk = false;
+  /** The gate's turn for this socket: false when there is nothing left to resume. */
+  const resume = (): boolean => {
+    if (!socket || stream.isClosed) return false;
+    socket.resume();
+    return true;
+  };
+  stream.onDrain = () => {
+    if (gate && bulk) gate.wait(resume);
+    else socket?.resume();
+  };
 
   const onSocketData = (chunk: Buffer): void => {
     opts.onActivity?.();
     if (!stream.write(chunk)) socket!.pause();
   };
-  /** A read into the shared buffer: the engine copies what it keeps. False pauses the socket until onDrain. */
+  /**
+   * A read into the shared buffer: the engine copies what it keeps. False pauses the socket: until onDrain when
+   * the stream pushed back, else until the gate's turn (a bulk read that went out whole, but others wait for room).
+   */
   const onread: OnReadOpts = {
     buffer: sharedReadBuffer(),
     callback: (n, buf) => {
       opts.onActivity?.();
-      return stream.write(buf.subarray(0, n), true);
+      bulk = n >= SMALL_READ_BYTES;
+      if (!stream.write(buf.subarray(0, n), true)) return false;
+      if (!gate || !bulk || gate.mayReadOn()) return true;
+      gate.wait(resume);
+      return false;
     },
   };
   const onSocketEnd = (): void => {

@@ -9,9 +9,10 @@ import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, isErrorCode } from '../shared/errors.js';
-import { Session, type SessionOptions } from '../shared/session.js';
+import { Session, type SessionOptions, type Stream } from '../shared/session.js';
 import { readFramesBeside } from '../client/frame-reader.js';
 import { WsTransport } from './mux.js';
+import type { ReadGate } from './read-gate.js';
 
 /** The most of a refusal's body read for its `{ code, message }`, in bytes. */
 const MAX_REFUSAL_BODY_BYTES = 4096;
@@ -35,6 +36,11 @@ export interface DialOptions {
   handshakeTimeoutMs: number;
   /** Engine options (role is always 'client', the WebSocket side that dials). */
   session?: Omit<SessionOptions, 'role' | 'transport'>;
+  /**
+   * Streams the gateway opens (the agent's), with the gate for the backend reads bridged to them
+   * (server/read-gate.ts). Takes the place of `session.onStream`.
+   */
+  onStream?(stream: Stream, route: string, readGate: ReadGate): void;
 }
 
 export interface Dialed {
@@ -112,7 +118,14 @@ export function dial(opts: DialOptions): Promise<Dialed> {
       settled = true;
       const maxBuffered = opts.session?.maxTransportBufferedBytes ?? DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES;
       const transport = new WsTransport(ws, maxBuffered, undefined, socket, true);
-      const session = new Session({ ...opts.session, role: 'client', transport, maxTransportBufferedBytes: maxBuffered });
+      const onStream = opts.onStream;
+      const session = new Session({
+        ...opts.session,
+        ...(onStream && { onStream: (stream: Stream, route: string) => onStream(stream, route, transport.readGate) }),
+        role: 'client',
+        transport,
+        maxTransportBufferedBytes: maxBuffered,
+      });
       transport.bind(session);
       // DATA payloads to the engine as views of the socket's reads, not joined by ws first (client/frame-reader.ts;
       // no extension is offered above). ws still reads pings, pongs, closes and anything amiss.

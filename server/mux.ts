@@ -20,7 +20,8 @@ import { Session, type Stream, type Transport } from '../shared/session.js';
 import { TurnCork, type Corkable } from '../shared/turn-cork.js';
 import { abortStream, bridgeStream as bridge } from './bridge.js';
 import { IdleTimer, TokenBucket } from './limits.js';
-import { SMALL_READ_BYTES } from './read-buffer.js';
+import { READ_BUFFER_BYTES, SMALL_READ_BYTES } from './read-buffer.js';
+import { ReadGate } from './read-gate.js';
 import type { StreamMetrics } from './metrics.js';
 import { closeReasonBytes, toBuffer } from './ws-util.js';
 import type { Route, Target } from './routes.js';
@@ -100,6 +101,11 @@ export class WsTransport implements Transport {
   bufferedAmount = 0;
   private session: Session | undefined;
   private readonly drainBelowBytes: number;
+  /**
+   * When the backend sockets bridged to this session's streams may read (server/read-gate.ts): pass it to
+   * bridgeStream so that bulk reads wait in the kernel, not in the engine, while this transport is full.
+   */
+  readonly readGate: ReadGate;
 
   /** One write per turn on the socket under the WebSocket (shared/turn-cork.ts), when the caller gave it. */
   private readonly turns: TurnCork | undefined;
@@ -121,6 +127,7 @@ export class WsTransport implements Transport {
     maskData = false,
   ) {
     this.drainBelowBytes = maxBufferedBytes / 2;
+    this.readGate = new ReadGate(this, () => this.session?.wantsDrain ?? false, maxBufferedBytes, READ_BUFFER_BYTES);
     this.turns = socket && new TurnCork(socket, nextTick, setImmediate);
     this.sendData = socket && maskData ? (streamId, data) => this.sendMasked(socket, streamId, data) : undefined;
   }
@@ -188,6 +195,8 @@ export class WsTransport implements Transport {
     this.bufferedAmount -= n;
     const session = this.session;
     if (session && session.wantsDrain && this.bufferedAmount < this.drainBelowBytes) this.guard(() => session.transportDrained());
+    // After the engine's queued DATA had its turn: backend reads get what room is left.
+    if (this.readGate.waiting > 0) this.guard(() => this.readGate.pump());
   }
 
   /** Nothing may throw into ws's event handlers: a throw here is our bug, so the session ends as internal. */
@@ -293,7 +302,7 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger, sock
     onStream(stream, name) {
       totals.streams++;
       try {
-        bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle, settled });
+        bridgeStream(stream, ctx.resolveRoute(name), { ctx, log, sockets, totals, idle, settled, readGate: transport.readGate });
       } catch (err) {
         log.error({ err, route: name, stream: stream.id }, 'mux stream failed to start');
         abortStream(stream, new SockgateError('SOCKGATE_ERR_STREAM_INTERNAL'));
@@ -345,6 +354,7 @@ interface BridgeScope {
   idle: IdleTimer | undefined;
   /** Tell the session's watchers (drain) that a stream or a backend connection closed. */
   settled: () => void;
+  readGate: ReadGate;
 }
 
 /**
@@ -389,6 +399,7 @@ function bridgeStream(stream: Stream, route: Route | undefined, scope: BridgeSco
       scope.settled();
     },
     onSocketClose: () => scope.settled(),
+    readGate: scope.readGate,
   });
 
   function logClose(err: SockgateError | undefined): void {

@@ -320,6 +320,11 @@ export class Session {
     return this.streams.size;
   }
 
+  /** The streams not yet closed, in the order they were opened. */
+  openStreams(): IterableIterator<Stream> {
+    return this.streams.values();
+  }
+
   /**
    * @internal The most one stream's receive window may grow to now (PROTOCOL 5.7): the budget over the streams
    * that received DATA in the last ACTIVE_STREAM_MS, as seen at counts taken at most every RECOUNT_MS. Idle
