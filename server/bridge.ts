@@ -111,9 +111,12 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   const gate = opts.readGate;
   /** The socket's last read was SMALL_READ_BYTES or more: in a bulk transfer, so the gate says when it reads next. */
   let bulk = false;
+  /** The gate resumed the socket, and its next read is one the gate made room for. */
+  let granted = false;
   /** The gate's turn for this socket: false when there is nothing left to resume. */
   const resume = (): boolean => {
     if (!socket || stream.isClosed) return false;
+    granted = true;
     socket.resume();
     return true;
   };
@@ -134,6 +137,10 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     buffer: sharedReadBuffer(),
     callback: (n, buf) => {
       opts.onActivity?.();
+      if (granted) {
+        granted = false;
+        gate!.readArrived();
+      }
       bulk = n >= SMALL_READ_BYTES;
       if (!stream.write(buf.subarray(0, n), true)) return false;
       if (!gate || !bulk || gate.mayReadOn()) return true;

@@ -15,8 +15,9 @@
  * (a terminal, a keystroke's echo) never waits here: the engine's round-robin queue serves it as before.
  *
  * Room is the transport's limit (maxTransportBufferedBytes) less what it holds and what reads already granted may
- * bring. A resumed socket reads (if its backend sent anything) in the next poll phase of the event loop, so a grant
- * counts until two check phases later: a quiet backend never holds room for longer.
+ * bring. A grant counts until its read comes (readArrived), or at most until the second check phase after the first
+ * grant still counted (setImmediate twice: a resumed socket reads, if its backend sent anything, in the poll phase
+ * between), when all expire at once: a quiet backend never holds room for longer.
  */
 import { nextTick } from 'node:process';
 import { setImmediate } from 'node:timers';
@@ -72,6 +73,14 @@ export class ReadGate {
         setImmediate(this.afterCheck);
       }
     }
+  }
+
+  /**
+   * A socket this gate resumed has read: its grant is spent (its bytes are in the transport's count now, or were
+   * copied for lack of credit), so the room it held is free again.
+   */
+  readArrived(): void {
+    this.granted = Math.max(0, this.granted - this.readBytes);
   }
 
   private readonly pumpSoon = (): void => {
