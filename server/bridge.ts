@@ -5,8 +5,9 @@
  * - stream -> socket: a chunk is reported consumed (its credit returned, PROTOCOL 5.2) only when socket.write()
  *   accepted it without backpressure, else on the socket's 'drain';
  * - socket -> stream: when stream.write() returns false the socket is paused until the stream's onDrain; with a
- *   read gate (server/read-gate.ts), a socket in a bulk transfer then waits for the gate to give it room, and is
- *   also paused after a read that went out whole while the transport is congested or other sockets wait;
+ *   read gate (server/read-gate.ts) and two or more sockets of the session in bulk transfers, such a socket then
+ *   waits for the gate to give it room, and is also paused after a read that went out whole while the transport
+ *   has no room for another or other sockets wait;
  * - FIN maps to socket.end(), the socket's EOF to FIN (half-close both ways, PROTOCOL 4.3);
  * - every failure ends the other side with a code: a SockgateError keeps its own, a socket error maps from its
  *   errno (server/backend.ts).
@@ -109,19 +110,23 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     if (socket) flush(socket);
   };
   const gate = opts.readGate;
-  /** The socket's last read was SMALL_READ_BYTES or more: in a bulk transfer, so the gate says when it reads next. */
+  /** The socket's last read was SMALL_READ_BYTES or more: in a bulk transfer, which the gate counts. */
   let bulk = false;
-  /** The gate resumed the socket, and its next read is one the gate made room for. */
-  let granted = false;
+  /** Tell the gate when the socket starts or stops a bulk transfer: it holds reads back only while two compete. */
+  const setBulk = (now: boolean): void => {
+    if (now === bulk) return;
+    bulk = now;
+    if (now) gate?.bulkStarted();
+    else gate?.bulkEnded();
+  };
   /** The gate's turn for this socket: false when there is nothing left to resume. */
   const resume = (): boolean => {
     if (!socket || stream.isClosed) return false;
-    granted = true;
     socket.resume();
     return true;
   };
   stream.onDrain = () => {
-    if (gate && bulk) gate.wait(resume);
+    if (gate && bulk && gate.contended) gate.wait(resume);
     else socket?.resume();
   };
 
@@ -131,25 +136,23 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   };
   /**
    * A read into the shared buffer: the engine copies what it keeps. False pauses the socket: until onDrain when
-   * the stream pushed back, else until the gate's turn (a bulk read that went out whole, but others wait for room).
+   * the stream pushed back, else until the gate's turn (a bulk read that went out whole, but other bulk sockets
+   * compete and the transport has no room for another read, or others wait for it).
    */
   const onread: OnReadOpts = {
     buffer: sharedReadBuffer(),
     callback: (n, buf) => {
       opts.onActivity?.();
-      if (granted) {
-        granted = false;
-        gate!.readArrived();
-      }
-      bulk = n >= SMALL_READ_BYTES;
+      setBulk(n >= SMALL_READ_BYTES);
       if (!stream.write(buf.subarray(0, n), true)) return false;
-      if (!gate || !bulk || gate.mayReadOn()) return true;
+      if (!gate || !bulk || !gate.contended || gate.mayReadOn()) return true;
       gate.wait(resume);
       return false;
     },
   };
   const onSocketEnd = (): void => {
     socketEnded = true;
+    setBulk(false);
     stream.end();
   };
   const onSocketDrain = (): void => {
@@ -173,6 +176,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
 
   stream.onClose = (err) => {
     waiting.clear();
+    setBulk(false);
     if (socket) {
       socket.off('data', onSocketData);
       socket.off('end', onSocketEnd);

@@ -8,16 +8,20 @@
  * borrowed), shared/session.ts). At 100 streams that was ~94% of the bytes: a copy, an allocation, and up to a
  * read per stream of memory gone cold before it was sent.
  *
- * The gate leaves those bytes in the backend's kernel buffer instead. A bulk socket (its last read was
- * SMALL_READ_BYTES or more) that was pushed back, or that read while the transport was congested or other sockets
- * were waiting, is paused and queued here; as the transport drains, queued sockets are resumed in turn, as many as
- * the transport has room for, so that what they read goes straight into DATA frames. A socket whose reads are small
- * (a terminal, a keystroke's echo) never waits here: the engine's round-robin queue serves it as before.
+ * The gate leaves those bytes in the backend's kernel buffer instead. While two or more of the session's sockets are
+ * in bulk transfers (their last read was SMALL_READ_BYTES or more), a bulk socket that was pushed back, or that read
+ * while the transport had no room for another read or other sockets were waiting, is paused and queued here; as the
+ * transport drains, queued sockets are resumed in turn, as many as the transport has room for, so that what they
+ * read goes straight into DATA frames. A socket whose reads are small (a terminal, a keystroke's echo) never waits
+ * here: the engine's round-robin queue serves it as before. Nor does a lone bulk socket (see `contended`).
  *
  * Room is the transport's limit (maxTransportBufferedBytes) less what it holds and what reads already granted may
- * bring. A grant counts until its read comes (readArrived), or at most until the second check phase after the first
- * grant still counted (setImmediate twice: a resumed socket reads, if its backend sent anything, in the poll phase
- * between), when all expire at once: a quiet backend never holds room for longer.
+ * bring. A resumed socket reads (if its backend sent anything) in the next poll phase of the event loop, so grants
+ * count until the second check phase after the first of them (setImmediate twice), when all expire at once: a quiet
+ * backend never holds room for longer. A grant still counts after its read came (its bytes then count twice, in
+ * the transport and here): freeing it at once let the gate grant reads that the streams' credit could not send,
+ * and the engine held 3-4 MiB of their copies at 32 streams instead of under 1 MiB (the test in
+ * test/integration/mux-limits.test.ts).
  */
 import { nextTick } from 'node:process';
 import { setImmediate } from 'node:timers';
@@ -29,6 +33,8 @@ export class ReadGate {
   private granted = 0;
   private expiryPending = false;
   private pumpPending = false;
+  /** Bridged sockets now in a bulk transfer (bulkStarted, bulkEnded). */
+  private bulkSockets = 0;
 
   constructor(
     /** The transport's bytes not yet handed to the kernel. */
@@ -40,6 +46,25 @@ export class ReadGate {
     /** The most one read brings (the read buffer's size). */
     private readonly readBytes: number,
   ) {}
+
+  /** A socket's reads became large (SMALL_READ_BYTES or more): it is in a bulk transfer. */
+  bulkStarted(): void {
+    this.bulkSockets++;
+  }
+
+  /** A socket's reads became small again, or it reached EOF, or its stream closed. */
+  bulkEnded(): void {
+    this.bulkSockets = Math.max(0, this.bulkSockets - 1);
+  }
+
+  /**
+   * Two or more sockets are in bulk transfers: they compete for the transport, and the bridge sends them through the
+   * gate. A lone one reads as it did without a gate: what the transport cannot take at once is one read's tail, which
+   * the engine copies while it is still in the cache (measured: no gain from gating it, and a few percent lost).
+   */
+  get contended(): boolean {
+    return this.bulkSockets >= 2;
+  }
 
   /** Sockets paused here, waiting for their turn (including ones whose stream has closed since). */
   get waiting(): number {
@@ -73,14 +98,6 @@ export class ReadGate {
         setImmediate(this.afterCheck);
       }
     }
-  }
-
-  /**
-   * A socket this gate resumed has read: its grant is spent (its bytes are in the transport's count now, or were
-   * copied for lack of credit), so the room it held is free again.
-   */
-  readArrived(): void {
-    this.granted = Math.max(0, this.granted - this.readBytes);
   }
 
   private readonly pumpSoon = (): void => {

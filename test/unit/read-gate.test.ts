@@ -98,20 +98,21 @@ describe('ReadGate', () => {
     expect(resumed).toEqual(['quiet', 'next']);
   });
 
-  it('a granted read that came frees its room at once (its bytes count as the transport\'s from then on)', async () => {
-    const { gate, transport, resumed, socket } = setup();
-    for (const name of ['a', 'b', 'c', 'd', 'e', 'f']) gate.wait(socket(name));
-    await tick();
-    expect(resumed).toEqual(['a', 'b', 'c', 'd']);
-    // a and b read, and what they read already left for the kernel.
-    gate.readArrived();
-    gate.readArrived();
-    gate.pump();
-    expect(resumed).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
-    // More arrivals than grants (after an expiry) never make room out of nothing.
-    for (let i = 0; i < 10; i++) gate.readArrived();
-    transport.bufferedAmount = ROOM;
-    expect(gate.mayReadOn()).toBe(false);
+  it('is contended while two or more sockets are in bulk transfers, and never counts below none', () => {
+    const { gate } = setup();
+    expect(gate.contended).toBe(false);
+    gate.bulkStarted();
+    expect(gate.contended).toBe(false);
+    gate.bulkStarted();
+    expect(gate.contended).toBe(true);
+    gate.bulkEnded();
+    expect(gate.contended).toBe(false);
+    gate.bulkEnded();
+    gate.bulkEnded();
+    gate.bulkStarted();
+    expect(gate.contended).toBe(false);
+    gate.bulkStarted();
+    expect(gate.contended).toBe(true);
   });
 
   it('lets a socket read on only while no one waits and the room holds another read', async () => {
