@@ -177,6 +177,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   stream.onClose = (err) => {
     waiting.clear();
     setBulk(false);
+    gate?.forget(resume);
     if (socket) {
       socket.off('data', onSocketData);
       socket.off('end', onSocketEnd);

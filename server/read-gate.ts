@@ -66,7 +66,7 @@ export class ReadGate {
     return this.bulkSockets >= 2;
   }
 
-  /** Sockets paused here, waiting for their turn (including ones whose stream has closed since). */
+  /** Sockets paused here, waiting for their turn. */
   get waiting(): number {
     return this.queue.length;
   }
@@ -86,6 +86,15 @@ export class ReadGate {
     if (this.pumpPending) return;
     this.pumpPending = true;
     nextTick(this.pumpSoon);
+  }
+
+  /**
+   * Take a socket out of the queue (its stream closed). Without it, a session whose transport stays full while its
+   * client keeps opening and closing streams would keep a dead entry per stream until room came.
+   */
+  forget(resume: () => boolean): void {
+    const i = this.queue.indexOf(resume);
+    if (i >= 0) this.queue.splice(i, 1);
   }
 
   /** Resume waiting sockets, in turn, while there is room. Call whenever the transport's bytes went out. */

@@ -84,6 +84,19 @@ describe('ReadGate', () => {
     expect(gate.waiting).toBe(1);
   });
 
+  it('forgets a socket taken out of the queue (its stream closed): no entry left, no room spent on it', async () => {
+    const { gate, transport, resumed, socket } = setup();
+    transport.bufferedAmount = ROOM - READ; // room for one read
+    const closed = socket('closed');
+    gate.wait(closed);
+    gate.wait(socket('a'));
+    gate.forget(closed);
+    gate.forget(closed); // twice is harmless
+    expect(gate.waiting).toBe(1);
+    await tick();
+    expect(resumed).toEqual(['a']);
+  });
+
   it('a quiet socket holds its grant for two check phases at most', async () => {
     const { gate, transport, resumed, socket } = setup();
     transport.bufferedAmount = ROOM - READ;
