@@ -175,17 +175,21 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   };
 
   stream.onClose = (err) => {
-    waiting.clear();
     setBulk(false);
     gate?.forget(resume);
     if (socket) {
       socket.off('data', onSocketData);
       socket.off('end', onSocketEnd);
-      socket.off('drain', onSocketDrain);
-      // Clean: both sides sent EOF, so the socket closes itself once it took the last bytes. 'error' and
-      // 'close' stay attached until then; the owner destroys it if it ends first.
-      if (err) socket.destroy();
-    }
+      // Clean: both sides sent EOF, but the peer's last bytes may still wait for the socket (its buffer was full
+      // when the FINs crossed): 'drain' keeps writing them (onSocketDrain), then end() (endWhenFlushed), and the
+      // socket closes itself once it took them. 'error' and 'close' stay attached until then; the owner destroys
+      // it if it ends first.
+      if (err) {
+        waiting.clear();
+        socket.off('drain', onSocketDrain);
+        socket.destroy();
+      }
+    } else waiting.clear();
     opts.onClose?.(err);
   };
 

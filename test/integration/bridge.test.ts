@@ -4,6 +4,7 @@
  * bytes), and every byte must still reach the backend, in order.
  */
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { bridgeStream } from '../../server/bridge.js';
 import { waitFor } from '../helpers/backends.js';
@@ -54,5 +55,45 @@ describe('bridge: peer bytes waiting for the socket', () => {
     const all = Buffer.concat(received);
     expect(all.length).toBe(frames);
     expect(all.every((b, i) => b === (i & 0xff))).toBe(true);
+  });
+});
+
+describe('bridge: a clean close with bytes still waiting for the socket', () => {
+  it('writes them all, then ends the socket: both FINs close the stream, not what the socket still has to take', async () => {
+    // The other side as `sockgate connect` has it (stdin and stdout as one Duplex): its input ends at once (so our
+    // FIN goes first), and its output takes a write only when the test lets it (stdout into a slow pipe).
+    const taken: Buffer[] = [];
+    const held: (() => void)[] = [];
+    let ended = false;
+    const side = new Duplex({
+      writableHighWaterMark: 16 * 1024,
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        taken.push(chunk);
+        held.push(done);
+      },
+      final(done) {
+        ended = true;
+        done();
+      },
+    });
+    side.push(null);
+    let closeErr: unknown = 'open';
+    const pair = sessionPair({}, { onStream: (s) => bridgeStream(s, { connect: async () => side, log: quiet, onClose: (err) => (closeErr = err) }) });
+    const stream = pair.client.open('backend');
+    const payload = Buffer.alloc(200 * 1024, 7); // within the initial window: no credit needed
+    for (let at = 0; at < payload.length; at += 64 * 1024) stream.write(payload.subarray(at, at + 64 * 1024));
+    stream.end();
+    await pair.settle();
+    // Both FINs crossed: the stream closed cleanly while most of the payload still waits for the socket.
+    expect(closeErr).toBeUndefined();
+    expect(taken.reduce((n, b) => n + b.length, 0)).toBeLessThan(payload.length);
+
+    for (let i = 0; i < 1000 && !ended; i++) {
+      for (const done of held.splice(0)) done();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(Buffer.concat(taken).equals(payload)).toBe(true);
+    expect(ended).toBe(true);
   });
 });
