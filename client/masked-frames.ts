@@ -1,7 +1,8 @@
 /**
  * DATA frames written straight to the socket under a `ws` client WebSocket, masked in the same pass that copies
  * the payload (Node only: the SDK's NodeWebSocket in client/node.ts, and the agent's dial through WsTransport in
- * server/mux.ts).
+ * server/mux.ts); and unmaskInPlace(), with which the gateway's frame reader unmasks what a client sent
+ * (client/frame-reader.ts).
  *
  * A client masks every frame it sends (RFC 6455 5.3). Through ws.send(), a DATA frame cost two copies of its
  * payload and two 64 KiB allocations: shared/encode.ts copied the application's bytes behind the 6-byte header,
@@ -57,6 +58,38 @@ function loadMask(): MaskFn {
   }
 }
 const applyMask = loadMask();
+
+type UnmaskFn = (buffer: Buffer, mask: Buffer) => void;
+
+/** `bufferutil`'s native in-place unmask, under the same conditions as loadMask(); undefined: JavaScript. */
+function loadUnmask(): UnmaskFn | undefined {
+  if (process.env.WS_NO_BUFFER_UTIL) return undefined;
+  try {
+    const native = (createRequire(import.meta.url)('bufferutil') as { unmask?: UnmaskFn }).unmask;
+    return typeof native === 'function' ? native : undefined;
+  } catch {
+    return undefined;
+  }
+}
+const nativeUnmask = loadUnmask();
+/** The key turned to the piece's offset; reused, as unmasking is synchronous. */
+const turnedKey = Buffer.alloc(4);
+/** Below this many bytes a JavaScript loop beats the native call (ws's own threshold). */
+const MIN_NATIVE_UNMASK = 32;
+
+/**
+ * Unmask `bytes` in place: bytes of a message masked with `key` (RFC 6455 5.3), starting `keyOffset` (0 to 3)
+ * bytes into the key (the piece's offset in the message, mod 4). The frame reader's Unmask.
+ */
+export function unmaskInPlace(bytes: Uint8Array, key: Uint8Array, keyOffset: number): void {
+  const n = bytes.length;
+  if (n < MIN_NATIVE_UNMASK || !nativeUnmask) {
+    for (let i = 0; i < n; i++) bytes[i] = bytes[i]! ^ key[(keyOffset + i) & 3]!;
+    return;
+  }
+  for (let i = 0; i < 4; i++) turnedKey[i] = key[(keyOffset + i) & 3]!;
+  nativeUnmask(asBuffer(bytes), turnedKey);
+}
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

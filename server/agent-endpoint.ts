@@ -110,8 +110,9 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
   const startedAt = performance.now();
   limitFrameSize(ws, log);
   let session: Session;
+  let transport: WsTransport;
   try {
-    const transport = new WsTransport(ws, limits.maxTransportBufferedBytes, (err) => log.error({ err }, 'agent session internal error'), ctx.socket);
+    transport = new WsTransport(ws, limits.maxTransportBufferedBytes, (err) => log.error({ err }, 'agent session internal error'), ctx.socket);
     session = new Session({
       role: 'server',
       transport,
@@ -164,6 +165,8 @@ function runAgentSession(ws: WebSocket, entry: AdmittedAgent, ctx: AgentSessionC
     intervalMs: limits.keepaliveIntervalMs,
     timeoutMs: limits.keepaliveTimeoutMs,
     appPing: () => session.ping().catch(() => {}),
+    // The agent's frames are read beside ws (WsTransport.bind): its transport hears them, not ws's 'message'.
+    messages: (heard) => (transport.onMessage = heard),
     onTimeout: () => {
       ctx.onKeepaliveTimeout?.();
       log.info({}, 'agent did not answer a PING in time');

@@ -10,7 +10,6 @@ import { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES, SUBPROTOCOL } from '../shared/constants.js';
 import { SockgateError, isErrorCode } from '../shared/errors.js';
 import { Session, type SessionOptions, type Stream } from '../shared/session.js';
-import { readFramesBeside } from '../client/frame-reader.js';
 import { WsTransport } from './mux.js';
 import type { ReadGate } from './read-gate.js';
 
@@ -126,10 +125,9 @@ export function dial(opts: DialOptions): Promise<Dialed> {
         transport,
         maxTransportBufferedBytes: maxBuffered,
       });
+      // With the socket, bind() reads it through a frame reader: DATA payloads to the engine as views of the
+      // socket's reads, not joined by ws first (client/frame-reader.ts; no extension is offered above).
       transport.bind(session);
-      // DATA payloads to the engine as views of the socket's reads, not joined by ws first (client/frame-reader.ts;
-      // no extension is offered above). ws still reads pings, pongs, closes and anything amiss.
-      if (socket) readFramesBeside(socket, session, MAX_FRAME_BYTES);
       resolve({ ws, session, url: redactedUrl(url), closed });
     });
   });

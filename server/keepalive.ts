@@ -8,7 +8,9 @@
  * running session engine answers (browsers answer WebSocket pings in their network stack, even when the page's
  * script is stuck). The answer that counts is:
  * - raw mode: the WebSocket pong, or any message;
- * - mux mode: any message (the PONG is one; WINDOW and DATA frames prove life as well as a PONG does).
+ * - mux mode: any message (the PONG is one; WINDOW and DATA frames prove life as well as a PONG does). The
+ *   gateway reads most of a mux session's messages beside ws (client/frame-reader.ts), so there the transport
+ *   reports them (`messages`), not ws's 'message' event.
  *
  * The timeout counts from when the ping left for the network (ws's write callback), not from when it was queued:
  * behind a megabyte of output on a slow link the ping waits its turn, and that wait is not the peer's fault. A
@@ -27,6 +29,11 @@ export interface KeepaliveOptions {
   appPing?: () => void;
   /** The peer did not answer in time. Keepalive has stopped; close the session (4001). */
   onTimeout: () => void;
+  /**
+   * Where the peer's messages are heard: called once with the listener to call for each message (a mux session's
+   * WsTransport.onMessage). Not given: ws's 'message' event.
+   */
+  messages?: (listener: () => void) => void;
 }
 
 /** Start pinging `ws`; undefined when intervalMs is 0. Stops by itself when the WebSocket closes. */
@@ -52,7 +59,8 @@ export class Keepalive {
   constructor(ws: WebSocket, options: KeepaliveOptions) {
     this.#ws = ws;
     this.#options = options;
-    ws.on('message', this.#answered);
+    if (options.messages) options.messages(this.#answered);
+    else ws.on('message', this.#answered);
     if (!options.appPing) ws.on('pong', this.#answered);
     ws.once('close', this.#stop);
     this.#interval = setInterval(() => this.#tick(), options.intervalMs);

@@ -11,7 +11,8 @@ import { setImmediate } from 'node:timers';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
-import { maskedDataFrameBytes, writeMaskedDataBeside, type FrameSink } from '../client/masked-frames.js';
+import { readFramesBeside, type FrameSink as ReaderSink, type ReadableSocket } from '../client/frame-reader.js';
+import { maskedDataFrameBytes, unmaskInPlace, writeMaskedDataBeside, type FrameSink } from '../client/masked-frames.js';
 import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import { BufferPool } from '../shared/buffer-pool.js';
@@ -76,6 +77,8 @@ export interface MuxContext {
 /** A running mux session, as keepalive and drain see it (server/keepalive.ts, server/drain.ts). */
 export interface MuxSessionHandle {
   readonly session: Session;
+  /** The session's transport: its onMessage hears every message the peer sends (keepalive). */
+  readonly transport: WsTransport;
   /** Streams are open, or backend connections are still flushing after a clean close. */
   readonly busy: boolean;
   /** Called after each stream or backend connection of the session closes (at most a few times per stream). */
@@ -88,8 +91,11 @@ const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 /** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
 const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
 
-/** The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA. */
-export type WsSocket = Corkable & FrameSink;
+/**
+ * The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA,
+ * read through a frame reader (client/frame-reader.ts).
+ */
+export type WsSocket = Corkable & FrameSink & ReadableSocket;
 
 /**
  * The engine's Transport over a `ws` WebSocket, used by the gateway, the agent's dial and the Node test client.
@@ -109,6 +115,15 @@ export class WsTransport implements Transport {
 
   /** One write per turn on the socket under the WebSocket (shared/turn-cork.ts), when the caller gave it. */
   private readonly turns: TurnCork | undefined;
+  /** The socket under the WebSocket, when the caller gave it: bind() reads it through a frame reader. */
+  private readonly socket: WsSocket | undefined;
+  /** `ws` is a client: it reads a gateway's frames (unmasked); else a client's (masked). */
+  private readonly isClient: boolean;
+  /**
+   * Called for each message from the peer (a DATA frame at its header), whether ws or the frame reader read it:
+   * ws's 'message' event misses what the reader takes. Keepalive listens here.
+   */
+  onMessage: (() => void) | undefined;
   /**
    * A client's WebSocket (the agent's dial) sends DATA straight to its socket, masked as it is copied
    * (client/masked-frames.ts): one copy of the payload where ws.send() makes two. Undefined on the gateway's
@@ -130,6 +145,8 @@ export class WsTransport implements Transport {
     this.readGate = new ReadGate(this, () => this.session?.wantsDrain ?? false, maxBufferedBytes, READ_BUFFER_BYTES);
     this.turns = socket && new TurnCork(socket, nextTick, setImmediate);
     this.sendData = socket && maskData ? (streamId, data) => this.sendMasked(socket, streamId, data) : undefined;
+    this.socket = socket;
+    this.isClient = maskData;
   }
 
   private sendMasked(socket: FrameSink, streamId: number, data: Uint8Array): void {
@@ -170,11 +187,20 @@ export class WsTransport implements Transport {
     }
   }
 
-  /** Feed the WebSocket's messages and close to the session. Call once, right after creating the session. */
+  /**
+   * Feed the WebSocket's messages and close to the session. Call once, right after creating the session, and in
+   * the turn ws attached the socket (a server's 'connection', a client's 'open'), before ws has read from it.
+   *
+   * With the socket given and no extension negotiated, the socket is read through a frame reader
+   * (client/frame-reader.ts): each DATA payload reaches the engine as views of the socket's reads (on the
+   * gateway's side unmasked in place), where ws would first join each message into a buffer of its own. ws still
+   * reads pings, pongs, closes and anything amiss, and the 'message' listener below gets what ws reads.
+   */
   bind(session: Session): void {
     this.session = session;
     this.ws.binaryType = 'nodebuffer';
     this.ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.onMessage?.();
       this.guard(() => {
         if (!isBinary) return session.receiveText();
         const buf = toBuffer(data);
@@ -189,6 +215,21 @@ export class WsTransport implements Transport {
     this.ws.on('close', (code: number, reason: Buffer) => {
       this.guard(() => session.transportClosed(code, reason.toString()));
     });
+    if (this.socket && this.ws.extensions === '') {
+      // The engine's receive methods never throw (shared/session.ts): no guard is needed around them here.
+      const sink: ReaderSink = {
+        receive: (message) => {
+          this.onMessage?.();
+          session.receive(message);
+        },
+        receiveDataHead: (streamId, length) => {
+          this.onMessage?.();
+          session.receiveDataHead(streamId, length);
+        },
+        receiveDataPiece: (piece) => session.receiveDataPiece(piece),
+      };
+      readFramesBeside(this.socket, sink, MAX_FRAME_BYTES, this.isClient ? undefined : unmaskInPlace);
+    }
   }
 
   private sent(n: number): void {
@@ -337,6 +378,7 @@ function runSession(ws: WebSocket, ctx: MuxContext, log: FastifyBaseLogger, sock
   session.ping().catch(() => {});
   ref.handle = {
     session,
+    transport,
     get busy() {
       return session.streamCount > 0 || sockets.size > 0;
     },

@@ -135,6 +135,7 @@ export class Operations implements OpsState {
       timeoutMs: keepaliveTimeoutMs,
       // Rejected when the session ends, or with too many PINGs unanswered: the timeout judges those.
       appPing: () => void session.ping().catch(() => {}),
+      messages: (heard) => (handle.transport.onMessage = heard),
       onTimeout: () => {
         this.metrics.keepaliveTimeout('mux');
         log.info({ keepaliveTimeoutMs }, 'mux session closed: no answer to a keepalive PING');

@@ -47,8 +47,8 @@ afterEach(async () => {
 });
 
 /** A gateway whose clients are anonymous (loopback, no client credentials) and whose agents need a token. */
-async function startAgentGateway(port = 0): Promise<Gw> {
-  const gateway = await createGateway({ listen: `127.0.0.1:${port}`, routes: ROUTES, auth: { agents: AGENTS } }, { logger: false });
+async function startAgentGateway(port = 0, limits?: Record<string, number>): Promise<Gw> {
+  const gateway = await createGateway({ listen: `127.0.0.1:${port}`, routes: ROUTES, auth: { agents: AGENTS }, ...(limits && { limits }) }, { logger: false });
   const { port: actual } = await gateway.listen();
   cleanups.push(() => gateway.close());
   return { gateway, port: actual, wsUrl: `ws://127.0.0.1:${actual}` };
@@ -501,6 +501,23 @@ describe('keepalive and the agent\'s own limits', () => {
     await waitFor(() => agent.state === 'connected' && agent.connections === 2, 10_000, 'the agent to reconnect');
     expect(agent.state).toBe('connected'); // the 4005 went to the dead link, not to the live one
     await waitFor(() => gw.gateway.app.websocketServer.clients.size === 2, 5000, 'the stale session to go'); // the mux client and the agent
+    const s = client.open('echo');
+    await s.write(Buffer.from('alive'));
+    s.end();
+    expect(await within(s.closed, 5000, 'stream')).toBeUndefined();
+    expect(s.data().toString()).toBe('alive');
+  });
+
+  it("a live agent answers the gateway's keepalive PINGs: its session stays up through many timeouts' worth", async () => {
+    // The gateway reads an agent's frames beside ws (WsTransport.bind), so its keepalive must hear them there.
+    const gw = await startAgentGateway(0, { keepaliveIntervalMs: 50, keepaliveTimeoutMs: 100 });
+    const echo = await backend('tcp', echoHandler);
+    const { agent } = runAgent(gw.wsUrl, { svc: echo.target });
+    await within(agent.connected(), 5000, 'agent registered');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect([agent.state, agent.connections]).toEqual(['connected', 1]);
+    expect(metricValue(await scrape(`http://127.0.0.1:${gw.port}/metrics`), 'sockgate_keepalive_timeouts_total', { mode: 'agent' })).toBe(0);
+    const client = await mux(gw.wsUrl);
     const s = client.open('echo');
     await s.write(Buffer.from('alive'));
     s.end();

@@ -20,6 +20,7 @@ import {
   waitFor,
 } from '../helpers/backends.js';
 import { type ClientStream, type MuxClient, type MuxServer, connectMux, startMuxGateway, startMuxServer, within } from '../helpers/mux-client.js';
+import { noiseBytes } from '../helpers/mux-server.js';
 
 const MiB = 1024 * 1024;
 
@@ -266,6 +267,45 @@ describe('mux protocol violations close the session', () => {
     // Written under ws: FIN + opcode 0x3 (reserved), masked, empty payload.
     (c.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.from([0x83, 0x80, 0, 0, 0, 0]));
     expect((await within(c.closed, 5000, 'close')).code).toBe(1002);
+  });
+
+  it('an unmasked frame from the client: 1002 (RFC 6455 5.1), also after frames the gateway read itself', async () => {
+    const { c } = await session();
+    const s = c.open('echo');
+    await within(s.opened, 5000, 'OPEN_OK');
+    await s.write(Buffer.from('first'));
+    await waitFor(() => s.received === 5, 5000, 'the echo');
+    // A well-formed DATA frame for the open stream, but not masked: the gateway's frame reader leaves it to ws.
+    const data = Buffer.from([0x04, 0x00, 0, 0, 0, 0, 0x61]);
+    data.writeUInt32BE(s.id, 2);
+    (c.ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([Buffer.from([0x82, data.length]), data]));
+    expect((await within(c.closed, 5000, 'close')).code).toBe(1002);
+    expect(s.received).toBe(5);
+  });
+
+  it('a DATA frame written one byte at a time arrives byte-exact, and the stream goes on', async () => {
+    const { c } = await session();
+    const s = c.open('echo');
+    await within(s.opened, 5000, 'OPEN_OK');
+    const payload = noiseBytes(1000, 11);
+    const message = Buffer.alloc(6 + payload.length);
+    message.set([0x04, 0x00], 0);
+    message.writeUInt32BE(s.id, 2);
+    message.set(payload, 6);
+    const key = Buffer.from([0x37, 0xfa, 0x21, 0x3d]);
+    const frame = Buffer.concat([Buffer.from([0x82, 0x80 | 126, message.length >> 8, message.length & 0xff]), key, message.map((b, i) => b ^ key[i & 3]!)]);
+    const socket = (c.ws as unknown as { _socket: net.Socket })._socket;
+    socket.setNoDelay(true);
+    for (const byte of frame) {
+      socket.write(Buffer.from([byte]));
+      await new Promise((r) => setImmediate(r));
+    }
+    // The engine does not know of these bytes (the credit is ours to spend), so count them at the echo.
+    await waitFor(() => s.received === payload.length, 5000, 'the echo');
+    await s.write(Buffer.from('after'));
+    await waitFor(() => s.received === payload.length + 5, 5000, 'the next echo');
+    expect(s.data().equals(Buffer.concat([payload, Buffer.from('after')]))).toBe(true);
+    expect(c.session.closed).toBe(false);
   });
 
   it('a message over MAX_FRAME_BYTES: 1009', async () => {

@@ -1,12 +1,14 @@
 /**
  * client/frame-reader.ts: WebSocket frames read off the socket. DATA payloads go on as views of the reads, other
  * binary messages whole, control frames to ws, and anything else to ws with all that follows; in order, however
- * the bytes are split into reads.
+ * the bytes are split into reads. Both sides: a client reading a server's frames (none masked), and the gateway
+ * reading a client's (each masked, unmasked in place).
  */
 import fc from 'fast-check';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
-import { FrameReader, readFramesBeside } from '../../client/frame-reader.js';
+import { FrameReader, readFramesBeside, type Unmask } from '../../client/frame-reader.js';
+import { unmaskInPlace } from '../../client/masked-frames.js';
 import { FrameType, HEADER_BYTES, MAX_DATA_PAYLOAD, MAX_FRAME_BYTES } from '../../shared/constants.js';
 import { encodeData, encodeFrame, encodeWindow } from '../../shared/encode.js';
 import { dataArb, frameArb, hexOf } from '../helpers/frames.js';
@@ -53,8 +55,11 @@ function add(events: Event[], e: Event): void {
   else events.push(e);
 }
 
-/** Feed `chunks` (each copied into memory of its own, as socket reads are) and record what comes out. */
-function run(chunks: readonly Uint8Array[], maxMessageBytes = MAX_FRAME_BYTES): { events: Event[]; foreignPieces: number } {
+/**
+ * Feed `chunks` (each copied into memory of its own, as socket reads are) and record what comes out; `unmask`
+ * given: the reader reads a client's frames.
+ */
+function run(chunks: readonly Uint8Array[], maxMessageBytes = MAX_FRAME_BYTES, unmask?: Unmask): { events: Event[]; foreignPieces: number } {
   const events: Event[] = [];
   const reads = chunks.map((c) => c.slice());
   let foreignPieces = 0;
@@ -74,6 +79,7 @@ function run(chunks: readonly Uint8Array[], maxMessageBytes = MAX_FRAME_BYTES): 
     },
     { frame: (bytes) => add(events, { k: 'ws', hex: hexOf(bytes) }), handOver: (rest) => add(events, { k: 'handOver', hex: hexOf(rest) }) },
     maxMessageBytes,
+    unmask,
   );
   for (const read of reads) reader.push(read);
   return { events, foreignPieces };
@@ -91,49 +97,73 @@ function split(bytes: Uint8Array, cuts: readonly number[]): Uint8Array[] {
   return out.filter((c) => c.length > 0);
 }
 
+/** A masking key for a client's frame, or none for a server's. */
+const keyArb = (masked: boolean): fc.Arbitrary<Uint8Array | undefined> =>
+  masked ? fc.uint8Array({ minLength: 4, maxLength: 4 }) : fc.constant(undefined);
+
 /** One frame the reader routes and keeps reading after: its bytes and what it should become. */
-const routedArb: fc.Arbitrary<{ bytes: Uint8Array; event: Event }> = fc.oneof(
-  // DATA, the common case, in any length form.
-  fc.record({ id: fc.integer({ min: 1, max: 0xffff_ffff }), data: dataArb, long: fc.boolean() }).map(({ id, data, long }) => {
-    const message = encodeData(id, data);
-    return { bytes: wsFrame(0x2, message, { long }), event: expectedFor(message) };
-  }),
-  // Every other sockgate frame, whole.
-  frameArb().map((frame) => {
-    const message = encodeFrame(frame);
-    return { bytes: wsFrame(0x2, message), event: expectedFor(message) };
-  }),
-  // Any binary message at all, malformed ones included (flags set, stream 0, truncated): the engine decides.
-  fc.uint8Array({ maxLength: 24 }).map((message) => ({ bytes: wsFrame(0x2, message), event: expectedFor(message) })),
-  // Pings and pongs go to ws, and reading goes on after them.
-  fc.record({ opcode: fc.constantFrom(0x9, 0xa), payload: fc.uint8Array({ maxLength: 125 }) }).map(({ opcode, payload }) => {
-    const bytes = wsFrame(opcode, payload);
-    return { bytes, event: { k: 'ws', hex: hexOf(bytes) } as Event };
-  }),
-);
+const routedArb = (masked: boolean): fc.Arbitrary<{ bytes: Uint8Array; event: Event }> =>
+  fc.oneof(
+    // DATA, the common case, in any length form.
+    fc.record({ id: fc.integer({ min: 1, max: 0xffff_ffff }), data: dataArb, long: fc.boolean(), mask: keyArb(masked) }).map(({ id, data, long, mask }) => {
+      const message = encodeData(id, data);
+      return { bytes: wsFrame(0x2, message, { long, mask }), event: expectedFor(message) };
+    }),
+    // Every other sockgate frame, whole.
+    fc.record({ frame: frameArb(), mask: keyArb(masked) }).map(({ frame, mask }) => {
+      const message = encodeFrame(frame);
+      return { bytes: wsFrame(0x2, message, { mask }), event: expectedFor(message) };
+    }),
+    // Any binary message at all, malformed ones included (flags set, stream 0, truncated): the engine decides.
+    fc.record({ message: fc.uint8Array({ maxLength: 24 }), mask: keyArb(masked) }).map(({ message, mask }) => ({
+      bytes: wsFrame(0x2, message, { mask }),
+      event: expectedFor(message),
+    })),
+    // Pings and pongs go to ws as they came (ws unmasks a client's), and reading goes on after them.
+    fc.record({ opcode: fc.constantFrom(0x9, 0xa), payload: fc.uint8Array({ maxLength: 125 }), mask: keyArb(masked) }).map(({ opcode, payload, mask }) => {
+      const bytes = wsFrame(opcode, payload, { mask });
+      return { bytes, event: { k: 'ws', hex: hexOf(bytes) } as Event };
+    }),
+  );
 
-/** A frame after which ws reads everything: a close, a text message, and what ws's own checks refuse. */
-const handOverArb: fc.Arbitrary<Uint8Array> = fc.oneof(
-  fc.constant(wsFrame(0x8, new Uint8Array([0x03, 0xe8]))),
-  fc.constant(wsFrame(0x8, new Uint8Array(0))),
-  fc.constant(wsFrame(0x1, new TextEncoder().encode('text'))),
-  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { fin: false })),
-  fc.constant(wsFrame(0x0, encodeWindow(1, 0, 1))),
-  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { rsv: 0x40 })),
-  fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { mask: new Uint8Array([1, 2, 3, 4]) })),
-  fc.constant(wsFrame(0x3, new Uint8Array(3))),
-  fc.constant(wsFrame(0x9, new Uint8Array(126))),
-  fc.constant(wsFrame(0x9, new Uint8Array(4), { fin: false })),
-  fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: MAX_FRAME_BYTES + 1 })),
-  fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: 2 ** 40 })),
-);
+/**
+ * A frame after which ws reads everything: a close, a text message, and what ws's own checks refuse, among them a
+ * frame masked the wrong way for the side (a server's frames are never masked, a client's always are).
+ */
+const handOverArb = (masked: boolean): fc.Arbitrary<Uint8Array> => {
+  const key = masked ? new Uint8Array([9, 8, 7, 6]) : undefined;
+  const wrong = masked ? undefined : new Uint8Array([1, 2, 3, 4]);
+  return fc.oneof(
+    fc.constant(wsFrame(0x8, new Uint8Array([0x03, 0xe8]), { mask: key })),
+    fc.constant(wsFrame(0x8, new Uint8Array(0), { mask: key })),
+    fc.constant(wsFrame(0x1, new TextEncoder().encode('text'), { mask: key })),
+    fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { fin: false, mask: key })),
+    fc.constant(wsFrame(0x0, encodeWindow(1, 0, 1), { mask: key })),
+    fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { rsv: 0x40, mask: key })),
+    fc.constant(wsFrame(0x2, encodeWindow(1, 0, 1), { mask: wrong })),
+    fc.constant(wsFrame(0x2, encodeData(1, new Uint8Array(70)), { mask: wrong })),
+    fc.constant(wsFrame(0x9, new Uint8Array(2), { mask: wrong })),
+    fc.constant(wsFrame(0x3, new Uint8Array(3), { mask: key })),
+    fc.constant(wsFrame(0x9, new Uint8Array(126), { mask: key })),
+    fc.constant(wsFrame(0x9, new Uint8Array(4), { fin: false, mask: key })),
+    fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: MAX_FRAME_BYTES + 1, mask: key })),
+    fc.constant(wsFrame(0x2, new Uint8Array(0), { claim: 2 ** 40, mask: key })),
+  );
+};
 
-describe('FrameReader', () => {
+describe.each([
+  { side: "a server's frames (the SDK, the agent's dial)", masked: false },
+  { side: "a client's frames, masked (the gateway)", masked: true },
+])('FrameReader, reading $side', ({ masked }) => {
+  const unmask = masked ? unmaskInPlace : undefined;
+  const frame = (opcode: number, payload: Uint8Array, opts: { fin?: boolean; claim?: number } = {}): Uint8Array =>
+    wsFrame(opcode, payload, { ...opts, mask: masked ? new Uint8Array([0xa5, 0x5a, 0x0f, 0xf0]) : undefined });
+
   it('routes every frame as it would whole, however the bytes are split into reads, and never copies a DATA payload', () => {
     fc.assert(
       fc.property(
-        fc.array(routedArb, { maxLength: 12 }),
-        fc.option(fc.tuple(handOverArb, fc.array(routedArb, { maxLength: 3 }))),
+        fc.array(routedArb(masked), { maxLength: 12 }),
+        fc.option(fc.tuple(handOverArb(masked), fc.array(routedArb(masked), { maxLength: 3 }))),
         fc.array(fc.nat(), { maxLength: 24 }),
         (frames, tail, cuts) => {
           const expected: Event[] = [];
@@ -145,7 +175,7 @@ describe('FrameReader', () => {
             add(expected, { k: 'handOver', hex: hexOf(rest) });
             parts.push(rest);
           }
-          const { events, foreignPieces } = run(split(concat(parts), cuts));
+          const { events, foreignPieces } = run(split(concat(parts), cuts), MAX_FRAME_BYTES, unmask);
           expect(events).toEqual(expected);
           expect(foreignPieces).toBe(0);
         },
@@ -155,20 +185,25 @@ describe('FrameReader', () => {
   });
 
   it('takes one byte per read as well as whole frames', () => {
-    const frames = [wsFrame(0x2, encodeData(7, new Uint8Array(300).fill(9))), wsFrame(0x9, new Uint8Array([1, 2])), wsFrame(0x2, encodeWindow(7, 5, 6))];
+    const frames = [frame(0x2, encodeData(7, noiseBytes(300, 7))), frame(0x9, new Uint8Array([1, 2])), frame(0x2, encodeWindow(7, 5, 6))];
     const bytes = concat(frames);
-    const oneByOne = run(Array.from(bytes, (b) => new Uint8Array([b])));
-    const whole = run([bytes]);
+    const oneByOne = run(
+      Array.from(bytes, (b) => new Uint8Array([b])),
+      MAX_FRAME_BYTES,
+      unmask,
+    );
+    const whole = run([bytes], MAX_FRAME_BYTES, unmask);
     expect(oneByOne.events).toEqual(whole.events);
     expect(whole.events.map((e) => e.k)).toEqual(['data', 'ws', 'message']);
+    expect(whole.events[0]).toEqual({ k: 'data', id: 7, hex: hexOf(noiseBytes(300, 7)) });
   });
 
   it('hands a message over the limit to ws, header and all, and everything after it', () => {
     const max = 100;
-    const atLimit = wsFrame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES)));
-    const over = wsFrame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES + 1)));
-    const after = wsFrame(0x2, encodeData(3, new Uint8Array([1])));
-    const { events } = run([atLimit, over, after], max);
+    const atLimit = frame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES)));
+    const over = frame(0x2, encodeData(3, new Uint8Array(max - HEADER_BYTES + 1)));
+    const after = frame(0x2, encodeData(3, new Uint8Array([1])));
+    const { events } = run([atLimit, over, after], max, unmask);
     expect(events).toEqual([
       { k: 'data', id: 3, hex: hexOf(new Uint8Array(max - HEADER_BYTES)) },
       { k: 'handOver', hex: hexOf(concat([over, after])) },
@@ -176,7 +211,7 @@ describe('FrameReader', () => {
   });
 
   it('hands an empty binary message to the engine (which refuses it as truncated)', () => {
-    expect(run([wsFrame(0x2, new Uint8Array(0))]).events).toEqual([{ k: 'message', hex: '' }]);
+    expect(run([frame(0x2, new Uint8Array(0))], MAX_FRAME_BYTES, unmask).events).toEqual([{ k: 'message', hex: '' }]);
   });
 });
 
