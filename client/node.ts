@@ -12,7 +12,7 @@ import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../shared/constants.js';
 import { TurnCork } from '../shared/turn-cork.js';
 import { readFramesBeside, type FrameSink } from './frame-reader.js';
-import { writeMaskedDataBeside } from './masked-frames.js';
+import { writeMaskedDataBeside, writeMaskedMessageBeside } from './masked-frames.js';
 import type { ReconnectOptions, ReconnectingSession, SocketLike } from './reconnect.js';
 import { openSession as openUniversal, type OpenSessionOptions, type SockgateSession } from './session.js';
 import type { SockgateSocket } from './socket.js';
@@ -27,7 +27,7 @@ export * from './index.js';
  *   loopback or LAN socket runs the network stack and wakes the reader; a stream that sends 64 KiB at a time
  *   paid that per frame (docs/BENCHMARKS.md: mux echo 525 against 492 MB/s, upload 1,008 against 833).
  * - sendData() (client/transport.ts): DATA frames masked in the pass that copies their payload, one copy where
- *   ws.send() makes two (client/masked-frames.ts).
+ *   ws.send() makes two (client/masked-frames.ts); sendSmall(): control frames framed and masked in one write.
  * - takeFrames() (client/transport.ts): the socket read by a FrameReader, DATA payloads handed on as views of
  *   the socket's reads, where ws joins each message into a buffer of its own first (client/frame-reader.ts).
  * @internal
@@ -69,6 +69,14 @@ export class NodeWebSocket extends WebSocket {
    */
   sendData(streamId: number, payload: Uint8Array, done: () => void): boolean {
     return this.socket !== undefined && writeMaskedDataBeside(this, this.socket, streamId, payload, done);
+  }
+
+  /**
+   * Send a small binary message (a control frame) straight to the socket, framed and masked in one write
+   * (client/masked-frames.ts); `done` runs once it was written. False when this cannot: use send() then.
+   */
+  sendSmall(message: Uint8Array, done: () => void): boolean {
+    return this.socket !== undefined && writeMaskedMessageBeside(this, this.socket, message, done);
   }
 }
 

@@ -33,6 +33,12 @@ export interface WebSocketLike {
    */
   sendData?(streamId: number, payload: Uint8Array, done: () => void): boolean;
   /**
+   * Optional (the Node SDK's default WebSocket has it): send one small binary message (a control frame), framed
+   * and masked in one buffer and one write; `done` runs once it reached the kernel. Returns false when it cannot
+   * (too large, not open, an extension), and then sent nothing.
+   */
+  sendSmall?(message: Uint8Array, done: () => void): boolean;
+  /**
    * Optional (the Node SDK's default WebSocket has it): from the open on, hand binary messages to `sink` instead of
    * emitting them as 'message' events, DATA frames taken apart so that their payloads arrive as views of the
    * socket's reads (client/frame-reader.ts). Text messages and closes still come as events.
@@ -121,7 +127,10 @@ export class WebSocketTransport implements Transport {
     if (this.ws.readyState !== OPEN) return;
     this.ws.corkTurn?.(deferrable);
     if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
-    if (!this.frames.owns(message)) return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
+    if (!this.frames.owns(message)) {
+      if (this.ws.sendSmall?.(message, this.sent)) return;
+      return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
+    }
     // Called once, also with an error when the WebSocket closed: ws holds no reference to the bytes after it.
     this.ws.send(message as Uint8Array<ArrayBuffer>, () => {
       this.frames.give(message);

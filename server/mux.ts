@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
 import { readFramesBeside, type FrameSink as ReaderSink, type ReadableSocket } from '../client/frame-reader.js';
-import { maskedDataFrameBytes, unmaskInPlace, writeMaskedDataBeside, type FrameSink } from '../client/masked-frames.js';
+import { maskedDataFrameBytes, unmaskInPlace, writeMaskedDataBeside, writeMaskedMessageBeside, type FrameSink } from '../client/masked-frames.js';
 import { HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import { BufferPool } from '../shared/buffer-pool.js';
@@ -171,6 +171,8 @@ export class WsTransport implements Transport {
     // either way ws no longer refers to the message then, so a pooled frame can be reused.
     const pooled = framePool.owns(message);
     this.turns?.cork(deferrable);
+    // A client's control frame (the agent's WINDOWs): framed and masked in one write (client/masked-frames.ts).
+    if (this.isClient && !pooled && this.socket && writeMaskedMessageBeside(this.ws, this.socket, message, () => this.sent(n))) return;
     this.ws.send(message, () => {
       if (pooled) framePool.give(message);
       this.sent(n);

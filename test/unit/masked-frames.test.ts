@@ -1,7 +1,7 @@
 /**
- * client/masked-frames.ts: DATA frames masked in the pass that copies their payload. The bytes must be exactly
- * those ws.send(encodeData(...)) puts on the wire with the same masking key, and a real ws server must read them,
- * in order, between ws's own frames.
+ * client/masked-frames.ts: DATA frames masked in the pass that copies their payload, and small control frames
+ * framed and masked in one write. The bytes must be exactly those ws.send() puts on the wire with the same masking
+ * key, and a real ws server must read them, in order, between ws's own frames.
  */
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
@@ -10,11 +10,11 @@ import { Writable } from 'node:stream';
 import { describe, expect, it, vi } from 'vitest';
 import * as wsModule from 'ws';
 import { WebSocketServer } from 'ws';
-import { encodeMaskedData, maskedDataFrameBytes, writeMaskedData } from '../../client/masked-frames.js';
+import { MAX_SMALL_MESSAGE_BYTES, encodeMaskedData, encodeMaskedMessage, maskedDataFrameBytes, writeMaskedData } from '../../client/masked-frames.js';
 import { NodeWebSocket } from '../../client/node.js';
 import { MAX_DATA_PAYLOAD } from '../../shared/constants.js';
 import { decodeFrame } from '../../shared/decode.js';
-import { encodeData } from '../../shared/encode.js';
+import { encodeData, encodeWindow } from '../../shared/encode.js';
 import { waitFor } from '../helpers/backends.js';
 import { noiseBytes } from '../helpers/mux-server.js';
 import { wssPair } from '../helpers/tls.js';
@@ -26,8 +26,13 @@ const { Sender } = wsModule as unknown as {
 
 /** What ws sends for encodeData(streamId, payload) when its masking key is `key`. */
 function wsFrame(streamId: number, payload: Uint8Array, key: Uint8Array): Buffer {
+  return wsMessage(encodeData(streamId, payload), key);
+}
+
+/** What ws sends for a binary message when its masking key is `key`. */
+function wsMessage(message: Uint8Array, key: Uint8Array): Buffer {
   const maskBuffer = Buffer.from(key);
-  const parts = Sender.frame(Buffer.from(encodeData(streamId, payload)), {
+  const parts = Sender.frame(Buffer.from(message), {
     fin: true,
     opcode: 2,
     mask: true,
@@ -99,6 +104,25 @@ describe('encodeMaskedData', () => {
   });
 });
 
+describe('encodeMaskedMessage', () => {
+  it('makes the same bytes as ws.send(message) for both length forms it takes, and every key', () => {
+    for (const size of [0, 1, 5, 14, 125, 126, 127, 1000, MAX_SMALL_MESSAGE_BYTES]) {
+      const message = noiseBytes(size, size + 3);
+      for (const key of KEYS) {
+        const into = new Uint8Array(MAX_SMALL_MESSAGE_BYTES + 20);
+        const n = encodeMaskedMessage(into, message, key);
+        expect(Buffer.from(into.subarray(0, n)).equals(wsMessage(message, key)), `size ${size} key ${key.join()}`).toBe(true);
+      }
+    }
+  });
+
+  it('refuses messages over MAX_SMALL_MESSAGE_BYTES and buffers too small for the frame', () => {
+    const key = KEYS[0]!;
+    expect(() => encodeMaskedMessage(new Uint8Array(2000), new Uint8Array(MAX_SMALL_MESSAGE_BYTES + 1), key)).toThrow(RangeError);
+    expect(() => encodeMaskedMessage(new Uint8Array(15), new Uint8Array(10), key)).toThrow(RangeError);
+  });
+});
+
 describe('writeMaskedData', () => {
   it('writes one frame per call with a fresh masking key, and reports each written once', async () => {
     const written: Buffer[] = [];
@@ -161,6 +185,46 @@ describe('NodeWebSocket.sendData', () => {
 
       ws.close();
       expect(ws.sendData(99, new Uint8Array(5), () => {})).toBe(false);
+    } finally {
+      ws.terminate();
+      wss.close();
+    }
+  });
+
+  it('sendSmall: control frames a ws server reads in order between DATA and ws frames; larger ones refused', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(wss, 'listening');
+    const received: Buffer[] = [];
+    wss.on('connection', (peer) => peer.on('message', (m: Buffer) => received.push(m)));
+    const ws = new NodeWebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}`);
+    let socket!: net.Socket;
+    ws.once('upgrade', (res: IncomingMessage) => (socket = res.socket as net.Socket));
+    try {
+      expect(ws.sendSmall(new Uint8Array(14), () => {})).toBe(false); // not open yet
+      await once(ws, 'open');
+      expect(ws.sendSmall(new Uint8Array(MAX_SMALL_MESSAGE_BYTES + 1), () => {})).toBe(false);
+      const expected: Buffer[] = [];
+      let done = 0;
+      for (let i = 0; i < 30; i++) {
+        const window = encodeWindow(2 * i + 1, i * 1000, 262_144 + i);
+        if (i % 3 === 0) ws.corkTurn(true); // several in one write, as the engine defers WINDOWs
+        expect(ws.sendSmall(window, () => done++)).toBe(true);
+        expected.push(Buffer.from(window));
+        if (i % 4 === 1) {
+          const payload = noiseBytes(2000, i);
+          expect(ws.sendData(2 * i + 1, payload, () => {})).toBe(true);
+          expected.push(Buffer.from(encodeData(2 * i + 1, payload)));
+        }
+        if (i % 5 === 2) {
+          ws.send(Buffer.from(`ws ${i}`));
+          expected.push(Buffer.from(`ws ${i}`));
+        }
+      }
+      await waitFor(() => received.length === expected.length && done === 30, 10_000, 'every message at the server');
+      expect(received.map((m, i) => m.equals(expected[i]!))).toEqual(expected.map(() => true));
+      expect(socket.writableLength).toBe(0);
+      ws.close();
+      expect(ws.sendSmall(new Uint8Array(14), () => {})).toBe(false);
     } finally {
       ws.terminate();
       wss.close();
