@@ -2,9 +2,11 @@
 // another client's: `node bench/client.mjs '<task JSON>'`. Prints one JSON result line on stdout, except for
 // the `idle` task, which talks to its parent over IPC (it holds connections until told to close them).
 import { Buffer } from 'node:buffer';
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import { lengthHeader, openConn } from './conns.mjs';
 import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
-import { treeCpuMs } from './procmem.mjs';
+import { processTree, treeCpuMs } from './procmem.mjs';
 
 const task = JSON.parse(process.argv[2]);
 const STEP_TIMEOUT_MS = task.stepTimeoutMs ?? 120_000;
@@ -76,7 +78,49 @@ async function echo(target, bytes) {
   return bytes / 1e6 / (ms / 1000);
 }
 
-async function roundTrip(target, rounds) {
+/** Set the CPU affinity of every thread of `pids` (taskset; Linux). */
+function setAffinity(pids, cpus) {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+}
+
+/**
+ * Round trips with this process, the relay's process tree and the backend process all on one CPU (`pinned`: the
+ * pids of the relay and the backend), then every one of them given all CPUs back. Free to move, the three land on
+ * either of this machine's 2 CPUs, and a round trip costs tens of microseconds more for each hop that wakes a
+ * process on the other one: the p50 of the same relay then moves by half from run to run (docs/BENCHMARKS.md).
+ * On one CPU every hop is a switch on that CPU, and the round trip is what the processes themselves cost.
+ * Pinned after the connection is open: websockify forks a process per connection.
+ */
+async function pinnedRoundTrip(target, rounds, pinned) {
+  const all = `0-${os.cpus().length - 1}`;
+  let pids = [];
+  return roundTrip(target, rounds, {
+    pin() {
+      // This process first: without taskset the phase fails here, having pinned nothing.
+      setAffinity([process.pid], '0');
+      pids = [process.pid, ...processTree(pinned)];
+      for (const pid of pids.slice(1)) {
+        try {
+          setAffinity([pid], '0');
+        } catch {
+          /* exited meanwhile */
+        }
+      }
+    },
+    unpin() {
+      // Processes that exited meanwhile (a fork that served the connection) are no longer there to restore.
+      for (const pid of pids) {
+        try {
+          setAffinity([pid], all);
+        } catch {
+          /* gone */
+        }
+      }
+    },
+  });
+}
+
+async function roundTrip(target, rounds, pinning) {
   const conn = await openConn(target, 'echo');
   const msg = Buffer.alloc(32, 7);
   let waiting;
@@ -89,12 +133,17 @@ async function roundTrip(target, rounds) {
     }
   });
   const samples = [];
-  for (let i = 0; i < rounds + 100; i++) {
-    const t0 = performance.now();
-    const p = new Promise((r) => (waiting = r));
-    await conn.write(msg);
-    await timeout(p, 'round trip');
-    if (i >= 100) samples.push((performance.now() - t0) * 1000);
+  try {
+    pinning?.pin();
+    for (let i = 0; i < rounds + 100; i++) {
+      const t0 = performance.now();
+      const p = new Promise((r) => (waiting = r));
+      await conn.write(msg);
+      await timeout(p, 'round trip');
+      if (i >= 100) samples.push((performance.now() - t0) * 1000);
+    }
+  } finally {
+    pinning?.unpin();
   }
   conn.close();
   samples.sort((a, b) => a - b);
@@ -133,7 +182,7 @@ function cpuSince(start) {
  * `warmupBytes`: each transfer runs once unmeasured first, in this process, so that it measures the client's
  * steady state rather than V8 compiling the client's code; the relay is warmed separately (bench/run.mjs).
  */
-async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false, warmupBytes = 0, cpuOf }) {
+async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false, warmupBytes = 0, cpuOf, pinned }) {
   const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
   const cpu = { user: 0, system: 0 };
   const others = otherCpu(cpuOf);
@@ -155,6 +204,10 @@ async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'd
   if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await twice((n) => download(target, n, { lean: true }));
   if (phases.includes('echo')) r.echo = await twice((n) => echo(target, n));
   if (phases.includes('rtt')) Object.assign(r, await measured(() => roundTrip(target, rttRounds)));
+  if (phases.includes('rttPinned')) {
+    const { p50, p99 } = await measured(() => pinnedRoundTrip(target, rttRounds, pinned ?? []));
+    Object.assign(r, { p50Pinned: p50, p99Pinned: p99 });
+  }
   if (reportCpu) r.cpu = cpu;
   if (cpuOf) r.cpuMs = others.ms;
   return r;

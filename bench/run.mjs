@@ -4,7 +4,7 @@
 //   BENCH_QUICK=1 npm run bench                     smoke run (about 2 minutes)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
-// Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_CLIENT_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,downLean,echo,rtt"), BENCH_RTT_ROUNDS,
+// Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_CLIENT_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,downLean,echo,rtt,rttPinned"), BENCH_RTT_ROUNDS,
 // BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
@@ -62,9 +62,10 @@ const PROFILE_DIR = process.env.BENCH_PROFILE;
 const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? join(root, 'bench/results');
 /**
  * Throughput phases to run (all by default; one for profiling): up, down, downLean (the download again, through the
- * lean client of bench/lean-ws.mjs; not for mux, whose client is the SDK), echo, rtt.
+ * lean client of bench/lean-ws.mjs; not for mux, whose client is the SDK), echo, rtt, rttPinned (the round trips
+ * again with the client, the relay and the backend all on CPU 0: bench/client.mjs, pinnedRoundTrip).
  */
-const PHASES = (process.env.BENCH_PHASES ?? 'up,down,downLean,echo,rtt').split(',');
+const PHASES = (process.env.BENCH_PHASES ?? 'up,down,downLean,echo,rtt,rttPinned').split(',');
 const STEP_TIMEOUT_MS = 120_000;
 
 const t0 = performance.now();
@@ -181,7 +182,7 @@ async function steadySections() {
   // One unmeasured pass first: a Node relay's first transfers run while V8 is still compiling its hot paths.
   if (SECTIONS.includes('throughput') && WARMUP_MB > 0) {
     await each('warm-up', async (relay, inst) => {
-      await runClient({ task: 'throughput', target: inst.target, bytes: WARMUP_MB * 1024 * 1024, rttRounds: 200, phases: PHASES }, undefined, `warmup-${relay.key}`);
+      await runClient({ task: 'throughput', target: inst.target, bytes: WARMUP_MB * 1024 * 1024, rttRounds: 200, phases: PHASES.filter((p) => p !== 'rttPinned') }, undefined, `warmup-${relay.key}`);
     });
   }
   for (let rep = 0; rep < REPEATS; rep++) {
@@ -192,24 +193,30 @@ async function steadySections() {
           if (phase === 'downLean' && relay.mux) continue;
           try {
             // The relay's CPU is read by the client, around the measured transfer only (not its warm-up).
-            const task = { task: 'throughput', target: inst.target, bytes: BYTES, rttRounds: RTT_ROUNDS, phases: [phase], warmupBytes: CLIENT_WARMUP_BYTES, cpuOf: { relay: inst.pids } };
+            const pinned = [...inst.pids, backends.pid];
+            const task = { task: 'throughput', target: inst.target, bytes: BYTES, rttRounds: RTT_ROUNDS, phases: [phase], warmupBytes: CLIENT_WARMUP_BYTES, cpuOf: { relay: inst.pids }, pinned };
             const r = await runClient(task, undefined, `${phase}-${relay.key}`);
             const cpuMs = r.cpuMs.relay;
             if (phase === 'rtt') {
               sample(relay.key, 'p50', r.p50);
               sample(relay.key, 'p99', r.p99);
+            } else if (phase === 'rttPinned') {
+              sample(relay.key, 'p50Pinned', r.p50Pinned);
+              sample(relay.key, 'p99Pinned', r.p99Pinned);
             } else {
               sample(relay.key, phase, r[phase]);
               if (inst.pids.length > 0) sample(relay.key, `cpu-${phase}`, cpuMs / (BYTES / 1e9));
             }
           } catch (err) {
-            for (const m of phase === 'rtt' ? ['p50', 'p99'] : [phase]) note(relay.key, m, `failed: ${errText(err)}`);
+            const metrics = { rtt: ['p50', 'p99'], rttPinned: ['p50Pinned', 'p99Pinned'] }[phase] ?? [phase];
+            for (const m of metrics) note(relay.key, m, `failed: ${errText(err)}`);
             log(`${relay.key} ${phase} failed: ${errText(err)}`);
           }
         }
         const v = (m) => results[relay.key][m]?.at?.(-1)?.toFixed(0) ?? '-';
         log(
-          `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s, p50 ${v('p50')} p99 ${v('p99')} us; ` +
+          `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s, p50 ${v('p50')} p99 ${v('p99')} us ` +
+            `(one CPU: ${v('p50Pinned')} / ${v('p99Pinned')}); ` +
             `relay CPU ms/GB ${v('cpu-up')} / ${v('cpu-down')} (lean ${v('cpu-downLean')}) / ${v('cpu-echo')}`,
         );
       });
@@ -473,6 +480,8 @@ const ROWS = [
   ['echo', 'echo, MB/s', 0, 'throughput'],
   ['p50', 'round trip p50, us', 0, 'throughput'],
   ['p99', 'round trip p99, us', 0, 'throughput'],
+  ['p50Pinned', 'round trip p50, every process on one CPU, us', 0, 'throughput'],
+  ['p99Pinned', 'round trip p99, every process on one CPU, us', 0, 'throughput'],
   ['cpu-up', 'relay CPU per GB, client -> backend, ms', 0, 'throughput', (r) => r.key !== 'direct'],
   ['cpu-down', 'relay CPU per GB, backend -> client, ms', 0, 'throughput', (r) => r.key !== 'direct'],
   ['cpu-downLean', 'relay CPU per GB, backend -> client, lean client, ms', 0, 'throughput', (r) => r.key !== 'direct' && !r.mux],
@@ -538,6 +547,12 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   if (wsRaw !== undefined && wsPeer !== undefined) targets.push(`- [info] raw download vs websockify through the ws client: ${(wsRaw / wsPeer).toFixed(2)}x`);
   ratioTarget('raw echo vs websockify', raw, 'websockify', 'echo', 1.5);
   ratioTarget('raw round trip p50 vs websockify', raw, 'websockify', 'p50', 1.0, '<=');
+  // Without the scheduler's placement of the three processes, which moves the p50 above by half (docs/BENCHMARKS.md).
+  const [pinRaw, pinPeer] = [value(raw, 'p50Pinned'), value('websockify', 'p50Pinned')];
+  if (pinRaw !== undefined && pinPeer !== undefined) {
+    const rounds = roundsText(byRound(raw, 'p50Pinned', 'websockify', 'p50Pinned'));
+    targets.push(`- [info] raw round trip p50 vs websockify, every process on one CPU: ${(pinRaw / pinPeer).toFixed(2)}x${rounds}`);
+  }
   for (const key of [raw, mux]) {
     // "A few MiB" held: read as at most 8 MiB more in flight than direct TCP's kernel buffers hold. The relay's
     // memory growth is reported in the table, without a target (it includes garbage not yet collected).
