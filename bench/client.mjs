@@ -3,7 +3,6 @@
 // the `idle` task, which talks to its parent over IPC (it holds connections until told to close them).
 import { Buffer } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
-import os from 'node:os';
 import { lengthHeader, openConn } from './conns.mjs';
 import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
 import { processTree, treeCpuMs } from './procmem.mjs';
@@ -83,6 +82,11 @@ function setAffinity(pids, cpus) {
   for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
+/** The CPU list a process may run on now ("0,1", "0-3"), as taskset prints it. */
+function affinityOf(pid) {
+  return String(execFileSync('taskset', ['-c', '-p', String(pid)])).trim().split(': ').pop();
+}
+
 /**
  * Round trips with this process, the relay's process tree and the backend process all on one CPU (`pinned`: the
  * pids of the relay and the backend), then every one of them given all CPUs back. Free to move, the three land on
@@ -92,16 +96,19 @@ function setAffinity(pids, cpus) {
  * Pinned after the connection is open: websockify forks a process per connection.
  */
 async function pinnedRoundTrip(target, rounds, pinned) {
-  const all = `0-${os.cpus().length - 1}`;
-  let pids = [];
+  /** Each pinned process and the CPUs it had, to give back. */
+  const was = new Map();
+  const pin = (pid) => {
+    was.set(pid, affinityOf(pid));
+    setAffinity([pid], '0');
+  };
   return roundTrip(target, rounds, {
     pin() {
       // This process first: without taskset the phase fails here, having pinned nothing.
-      setAffinity([process.pid], '0');
-      pids = [process.pid, ...processTree(pinned)];
-      for (const pid of pids.slice(1)) {
+      pin(process.pid);
+      for (const pid of processTree(pinned)) {
         try {
-          setAffinity([pid], '0');
+          pin(pid);
         } catch {
           /* exited meanwhile */
         }
@@ -109,9 +116,9 @@ async function pinnedRoundTrip(target, rounds, pinned) {
     },
     unpin() {
       // Processes that exited meanwhile (a fork that served the connection) are no longer there to restore.
-      for (const pid of pids) {
+      for (const [pid, cpus] of was) {
         try {
-          setAffinity([pid], all);
+          setAffinity([pid], cpus);
         } catch {
           /* gone */
         }
