@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { TOOL_COMMANDS, runTool, type ToolCommand } from './cli-tools.js';
 import { readConfigFile } from './config.js';
 import { DEMO_CONFIG, packageRoot } from './demo-config.js';
@@ -92,7 +93,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     const base = values.config !== undefined ? await readConfigFile(values.config) : structuredClone(DEMO_CONFIG);
     const input = applyFlags(base, values);
-    gateway = await createGateway(input, { logger: { level: 'info' } }).catch((err: unknown) => {
+    gateway = await createGateway(input, { logger: { level: 'info', stream: logDestination() } }).catch((err: unknown) => {
       // A key the file got wrong is easier to find with the file's name.
       throw values.config !== undefined ? new Error(`${errorText(err)} (config: ${values.config})`) : err;
     });
@@ -229,6 +230,17 @@ function fail(err: unknown): number {
 function usageError(message: string): number {
   process.stderr.write(`sockgate: ${errorText(message)}\nRun "sockgate --help" for usage.\n`);
   return EXIT_USAGE;
+}
+
+/**
+ * Where `sockgate serve` logs: stdout, each line written as it is logged (pino's destination with sync: true, as
+ * Node itself writes stdout to a pipe). pino's default destination writes asynchronously and, at exit, flushes
+ * what is left synchronously, retrying a failed write every 100 ms until it succeeds: with stdout a broken pipe
+ * (the log reader gone), that flush never ended and SIGTERM left the process hanging. Written at once, a broken
+ * pipe fails the write, pino stops logging, and the process exits as it should.
+ */
+function logDestination(): ReturnType<typeof pino.destination> {
+  return pino.destination({ dest: 1, sync: true });
 }
 
 main(process.argv.slice(2)).then(

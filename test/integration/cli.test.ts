@@ -62,6 +62,8 @@ interface Served {
   logs: () => Record<string, unknown>[];
   /** SIGTERM and wait for the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Close our end of its stdout, as a log reader that went away: its log writes fail with EPIPE from then on. */
+  closeStdout(): void;
 }
 
 /** Start `sockgate serve ...` and wait for its "listening on URL" log line. */
@@ -100,6 +102,9 @@ async function serve(args: string[]): Promise<Served> {
       if (code === 'timeout') throw new Error('sockgate did not exit after a signal');
       return code;
     },
+    closeStdout() {
+      p.stdout!.destroy();
+    },
   };
 }
 
@@ -134,6 +139,15 @@ describe('sockgate CLI', () => {
     const closed = s.logs().find((l) => l.msg === 'raw connection closed' && l.raw === 'mine')!;
     expect(closed).toMatchObject({ bytesIn: 17, bytesOut: 17 });
     expect(typeof closed.ms).toBe('number');
+    expect(await s.stop('SIGTERM')).toBe(0);
+  });
+
+  it('exits 0 on SIGTERM when nothing reads its log any more (stdout a broken pipe)', async () => {
+    // pino's default destination writes asynchronously and flushes synchronously at exit, and that flush retried
+    // EPIPE every 100 ms forever: a gateway whose log reader had gone hung on SIGTERM.
+    const s = await serve(['--listen', '127.0.0.1:0']);
+    s.closeStdout();
+    // Its shutdown lines ('shutting down: draining', 'drained') go into the broken pipe.
     expect(await s.stop('SIGTERM')).toBe(0);
   });
 
