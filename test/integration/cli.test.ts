@@ -98,8 +98,8 @@ async function serve(args: string[]): Promise<Served> {
       p.kill(signal);
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 15_000));
       const code = await Promise.race([exited, timeout]);
+      if (code === 'timeout') throw new Error('sockgate did not exit after a signal'); // afterEach kills it
       running.delete(p);
-      if (code === 'timeout') throw new Error('sockgate did not exit after a signal');
       return code;
     },
     closeStdout() {
