@@ -108,10 +108,42 @@ function nextKey(): Uint8Array {
   return keys.subarray(keyAt - 4, keyAt);
 }
 
+/** Bytes of the masked WebSocket message carrying `messageBytes`: its header (2 + 0, 2 or 8 + 4 key bytes) and them. */
+function maskedMessageBytes(messageBytes: number): number {
+  return (messageBytes < 126 ? 2 : messageBytes < 65_536 ? 4 : 10) + 4 + messageBytes;
+}
+
 /** Bytes of the masked WebSocket message carrying a DATA frame of `payloadBytes`. */
 export function maskedDataFrameBytes(payloadBytes: number): number {
-  const message = HEADER_BYTES + payloadBytes;
-  return (message < 126 ? 2 : message < 65_536 ? 4 : 10) + 4 + message;
+  return maskedMessageBytes(HEADER_BYTES + payloadBytes);
+}
+
+/**
+ * Write the header of a masked, final, binary WebSocket message of `messageBytes` (at most MAX_FRAME_BYTES) into
+ * `into`, `key` last; returns where the message itself starts.
+ */
+function writeMaskedHead(into: Uint8Array, messageBytes: number, key: Uint8Array): number {
+  into[0] = 0x82; // FIN, binary
+  let at: number;
+  if (messageBytes < 126) {
+    into[1] = 0x80 | messageBytes;
+    at = 2;
+  } else if (messageBytes < 65_536) {
+    into[1] = 0x80 | 126;
+    into[2] = messageBytes >>> 8;
+    into[3] = messageBytes & 0xff;
+    at = 4;
+  } else {
+    // 64-bit length; a message is at most MAX_FRAME_BYTES, so only the low three bytes are not zero.
+    into[1] = 0x80 | 127;
+    into.fill(0, 2, 7);
+    into[7] = messageBytes >>> 16;
+    into[8] = (messageBytes >>> 8) & 0xff;
+    into[9] = messageBytes & 0xff;
+    at = 10;
+  }
+  into.set(key, at);
+  return at + 4;
 }
 
 /**
@@ -124,35 +156,11 @@ export function encodeMaskedData(into: Uint8Array, streamId: number, payload: Ui
   if (n < 1 || n > MAX_DATA_PAYLOAD) throw new RangeError(`DATA payload ${n}`);
   const total = maskedDataFrameBytes(n);
   if (into.length < total) throw new RangeError(`frame buffer ${into.length} < ${total}`);
-  const message = HEADER_BYTES + n;
-  into[0] = 0x82; // FIN, binary
-  let at: number;
-  if (message < 126) {
-    into[1] = 0x80 | message;
-    at = 2;
-  } else if (message < 65_536) {
-    into[1] = 0x80 | 126;
-    into[2] = message >>> 8;
-    into[3] = message & 0xff;
-    at = 4;
-  } else {
-    // 64-bit length; a message is at most MAX_FRAME_BYTES, so only the low three bytes are not zero.
-    into[1] = 0x80 | 127;
-    into.fill(0, 2, 7);
-    into[7] = message >>> 16;
-    into[8] = (message >>> 8) & 0xff;
-    into[9] = message & 0xff;
-    at = 10;
-  }
+  const at = writeMaskedHead(into, HEADER_BYTES + n, key);
   const k0 = key[0]!;
   const k1 = key[1]!;
   const k2 = key[2]!;
   const k3 = key[3]!;
-  into[at] = k0;
-  into[at + 1] = k1;
-  into[at + 2] = k2;
-  into[at + 3] = k3;
-  at += 4;
   // Our 6-byte header, masked by hand: key bytes 0 1 2 3 0 1.
   into[at] = FrameType.DATA ^ k0;
   into[at + 1] = 0 ^ k1;
@@ -202,19 +210,10 @@ export const MAX_SMALL_MESSAGE_BYTES = 1024;
 export function encodeMaskedMessage(into: Uint8Array, message: Uint8Array, key: Uint8Array): number {
   const n = message.length;
   if (n > MAX_SMALL_MESSAGE_BYTES) throw new RangeError(`message ${n} > ${MAX_SMALL_MESSAGE_BYTES}`);
-  const at = n < 126 ? 2 : 4;
-  const total = at + 4 + n;
+  const total = maskedMessageBytes(n);
   if (into.length < total) throw new RangeError(`frame buffer ${into.length} < ${total}`);
-  into[0] = 0x82; // FIN, binary
-  if (n < 126) {
-    into[1] = 0x80 | n;
-  } else {
-    into[1] = 0x80 | 126;
-    into[2] = n >>> 8;
-    into[3] = n & 0xff;
-  }
-  into.set(key, at);
-  for (let i = 0; i < n; i++) into[at + 4 + i] = message[i]! ^ key[i & 3]!;
+  const at = writeMaskedHead(into, n, key);
+  for (let i = 0; i < n; i++) into[at + i] = message[i]! ^ key[i & 3]!;
   return total;
 }
 
@@ -233,10 +232,6 @@ export function writeMaskedMessageBeside(ws: WsState, socket: FrameSink, message
   return true;
 }
 
-/** Bytes of the masked WebSocket message carrying `n` bytes (n at most MAX_SMALL_MESSAGE_BYTES). */
-function maskedMessageBytes(n: number): number {
-  return (n < 126 ? 2 : 4) + 4 + n;
-}
 
 /**
  * Send one DATA frame on `socket`; `done` runs once the socket wrote it or failed (its memory is recycled then).
