@@ -77,9 +77,9 @@ async function echo(target, bytes) {
   return bytes / 1e6 / (ms / 1000);
 }
 
-/** Set the CPU affinity of every thread of `pids` (taskset; Linux). */
-function setAffinity(pids, cpus) {
-  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+/** Set the CPU affinity of every thread of process `pid` (taskset; Linux). */
+function setAffinity(pid, cpus) {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
 
 /** The CPU list a process may run on now ("0,1", "0-3"), as taskset prints it. */
@@ -100,7 +100,7 @@ async function pinnedRoundTrip(target, rounds, pinned) {
   const was = new Map();
   const pin = (pid) => {
     was.set(pid, affinityOf(pid));
-    setAffinity([pid], '0');
+    setAffinity(pid, '0');
   };
   return roundTrip(target, rounds, {
     pin() {
@@ -118,7 +118,7 @@ async function pinnedRoundTrip(target, rounds, pinned) {
       // Processes that exited meanwhile (a fork that served the connection) are no longer there to restore.
       for (const [pid, cpus] of was) {
         try {
-          setAffinity([pid], cpus);
+          setAffinity(pid, cpus);
         } catch {
           /* gone */
         }
