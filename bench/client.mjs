@@ -88,21 +88,20 @@ function affinityOf(pid) {
 }
 
 /**
- * Round trips with this process, the relay's process tree and the backend process all on one CPU (`pinned`: the
- * pids of the relay and the backend), then every one of them given all CPUs back. Free to move, the three land on
- * either of this machine's 2 CPUs, and a round trip costs tens of microseconds more for each hop that wakes a
- * process on the other one: the p50 of the same relay then moves by half from run to run (docs/BENCHMARKS.md).
- * On one CPU every hop is a switch on that CPU, and the round trip is what the processes themselves cost.
- * Pinned after the connection is open: websockify forks a process per connection.
+ * `pinned` (pids: the relays' and the backend's process trees): this process and all of them on CPU 0 until
+ * `unpin()`, which gives each the CPUs it had. Free to move, the processes land on either of this machine's 2 CPUs,
+ * and a round trip costs tens of microseconds more for each hop that wakes a process on the other one; on one CPU
+ * every hop is a switch on that CPU, and the round trip is what the processes themselves cost. Pinned after the
+ * connections are open: websockify forks a process per connection.
  */
-async function pinnedRoundTrip(target, rounds, pinned) {
+function pinToOneCpu(pinned) {
   /** Each pinned process and the CPUs it had, to give back. */
   const was = new Map();
   const pin = (pid) => {
     was.set(pid, affinityOf(pid));
     setAffinity(pid, '0');
   };
-  return roundTrip(target, rounds, {
+  return {
     pin() {
       // This process first: without taskset the phase fails here, having pinned nothing.
       pin(process.pid);
@@ -115,7 +114,7 @@ async function pinnedRoundTrip(target, rounds, pinned) {
       }
     },
     unpin() {
-      // Processes that exited meanwhile (a fork that served the connection) are no longer there to restore.
+      // Processes that exited meanwhile (a fork that served a connection) are no longer there to restore.
       for (const [pid, cpus] of was) {
         try {
           setAffinity(pid, cpus);
@@ -124,37 +123,71 @@ async function pinnedRoundTrip(target, rounds, pinned) {
         }
       }
     },
-  });
+  };
 }
 
-async function roundTrip(target, rounds, pinning) {
-  const conn = await openConn(target, 'echo');
+/** Round trips not counted at the start of each connection. */
+const RTT_WARMUP = 100;
+
+/**
+ * Round trips of 32 bytes through every relay of `targets` ({ key: target }) at once, interleaved: `rounds` passes,
+ * each one round trip through every relay in turn, the first of the turn moving on by one each pass. So every
+ * relay is measured over the same stretch of time, in the same state of this shared machine. One relay after
+ * another, 2,000 round trips each, the p50 of the same relay moved by a third from one stretch to the next, as the
+ * scheduler settled the client, the relay and the backend on the 2 CPUs differently each time (docs/BENCHMARKS.md);
+ * interleaved, each relay's p50 stays within a few percent from run to run. `pinned`: see pinToOneCpu.
+ * Returns { key: { p50, p99 } }, or { key: { error } } for a relay that failed: it could not connect, or a round
+ * trip took longer than `timeoutMs` (the others go on).
+ */
+async function roundTrips({ targets, rounds, pinned, timeoutMs = 10_000 }) {
   const msg = Buffer.alloc(32, 7);
-  let waiting;
-  let got = 0;
-  conn.onData((d) => {
-    got += d.length;
-    if (got >= msg.length) {
-      got -= msg.length;
-      waiting?.();
+  const results = {};
+  let live = [];
+  for (const [key, target] of Object.entries(targets)) {
+    try {
+      const conn = await openConn(target, 'echo');
+      const relay = { key, conn, samples: [], waiting: undefined, error: undefined };
+      let got = 0;
+      conn.onData((d) => {
+        got += d.length;
+        if (got >= msg.length) {
+          got -= msg.length;
+          relay.waiting?.();
+        }
+      });
+      live.push(relay);
+    } catch (err) {
+      results[key] = { error: String(err?.message ?? err) };
     }
-  });
-  const samples = [];
+  }
+  const all = [...live];
+  const pinning = pinned ? pinToOneCpu(pinned) : undefined;
   try {
     pinning?.pin();
-    for (let i = 0; i < rounds + 100; i++) {
-      const t0 = performance.now();
-      const p = new Promise((r) => (waiting = r));
-      await conn.write(msg);
-      await timeout(p, 'round trip');
-      if (i >= 100) samples.push((performance.now() - t0) * 1000);
+    for (let i = 0; i < RTT_WARMUP + rounds && live.length > 0; i++) {
+      for (let j = 0; j < live.length; j++) {
+        const relay = live[(i + j) % live.length];
+        try {
+          const t0 = performance.now();
+          const echoed = new Promise((r) => (relay.waiting = r));
+          await relay.conn.write(msg);
+          await timeout(echoed, 'round trip', timeoutMs);
+          if (i >= RTT_WARMUP) relay.samples.push((performance.now() - t0) * 1000);
+        } catch (err) {
+          relay.error = String(err?.message ?? err);
+        }
+      }
+      live = live.filter((relay) => relay.error === undefined);
     }
   } finally {
     pinning?.unpin();
   }
-  conn.close();
-  samples.sort((a, b) => a - b);
-  return { p50: samples[Math.floor(samples.length * 0.5)], p99: samples[Math.floor(samples.length * 0.99)] };
+  for (const relay of all) {
+    relay.conn.close();
+    const s = relay.samples.sort((a, b) => a - b);
+    results[relay.key] = relay.error !== undefined ? { error: relay.error } : { p50: s[Math.floor(s.length * 0.5)], p99: s[Math.floor(s.length * 0.99)] };
+  }
+  return results;
 }
 
 /**
@@ -189,8 +222,8 @@ function cpuSince(start) {
  * `warmupBytes`: each transfer runs once unmeasured first, in this process, so that it measures the client's
  * steady state rather than V8 compiling the client's code; the relay is warmed separately (bench/run.mjs).
  */
-async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'downLean', 'echo', 'rtt'], reportCpu = false, warmupBytes = 0, cpuOf, pinned }) {
-  const r = { up: 0, down: 0, downLean: 0, echo: 0, p50: 0, p99: 0 };
+async function throughput({ target, bytes, phases = ['up', 'down', 'downLean', 'echo'], reportCpu = false, warmupBytes = 0, cpuOf }) {
+  const r = { up: 0, down: 0, downLean: 0, echo: 0 };
   const cpu = { user: 0, system: 0 };
   const others = otherCpu(cpuOf);
   const measured = (run) =>
@@ -210,11 +243,6 @@ async function throughput({ target, bytes, rttRounds, phases = ['up', 'down', 'd
   if (phases.includes('down')) r.down = await twice((n) => download(target, n));
   if (phases.includes('downLean') && target.kind !== 'mux') r.downLean = await twice((n) => download(target, n, { lean: true }));
   if (phases.includes('echo')) r.echo = await twice((n) => echo(target, n));
-  if (phases.includes('rtt')) Object.assign(r, await measured(() => roundTrip(target, rttRounds)));
-  if (phases.includes('rttPinned')) {
-    const { p50, p99 } = await measured(() => pinnedRoundTrip(target, rttRounds, pinned ?? []));
-    Object.assign(r, { p50Pinned: p50, p99Pinned: p99 });
-  }
   if (reportCpu) r.cpu = cpu;
   if (cpuOf) r.cpuMs = others.ms;
   return r;
@@ -413,7 +441,7 @@ async function downloads(target, streams, each, measure, timeline) {
   }
 }
 
-const tasks = { throughput, setup, idle, parallel };
+const tasks = { throughput, roundTrips, setup, idle, parallel };
 try {
   const result = await tasks[task.task](task);
   if (result !== undefined) process.stdout.write(JSON.stringify(result) + '\n');

@@ -49,7 +49,7 @@ function transfer(key, bytes) {
   const cpuOf = { relay: relays[key].pids, backend: [backends.pid] };
   const task = parallelStreams
     ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true, timelineMs, warmupBytes, cpuOf }
-    : { task: 'throughput', target: relays[key].target, bytes, rttRounds: 10, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
+    : { task: 'throughput', target: relays[key].target, bytes, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
   const out = spawnSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify(task)], {
     env: { ...process.env, NODE_PATH: join(root, 'bench/shim') },
     timeout: 300_000,

@@ -49,7 +49,7 @@ const stat = () => {
   return { faults: Number(f[7]), user: Number(f[11]) * tick, sys: Number(f[12]) * tick };
 };
 const transfer = (bytes) =>
-  JSON.parse(execFileSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify({ task: 'throughput', target, bytes, rttRounds: 10, phases: [phase] })]).toString());
+  JSON.parse(execFileSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify({ task: 'throughput', target, bytes, phases: [phase] })]).toString());
 transfer(128 * 1024 * 1024);
 const s0 = stat();
 const result = transfer(Number(mib) * 1024 * 1024);

@@ -62,10 +62,13 @@ const PROFILE_DIR = process.env.BENCH_PROFILE;
 const RESULTS_DIR = process.env.BENCH_RESULTS_DIR ?? join(root, 'bench/results');
 /**
  * Throughput phases to run (all by default; one for profiling): up, down, downLean (the download again, through the
- * lean client of bench/lean-ws.mjs; not for mux, whose client is the SDK), echo, rtt, rttPinned (the round trips
- * again with the client, the relay and the backend all on CPU 0: bench/client.mjs, pinnedRoundTrip).
+ * lean client of bench/lean-ws.mjs; not for mux, whose client is the SDK), echo, rtt (round trips through every
+ * relay at once, interleaved: bench/client.mjs, roundTrips), rttPinned (the same with the client, the relays and
+ * the backend all on CPU 0).
  */
 const PHASES = (process.env.BENCH_PHASES ?? 'up,down,downLean,echo,rtt,rttPinned').split(',');
+/** The phases that move bytes through one relay at a time. */
+const TRANSFERS = PHASES.filter((p) => !p.startsWith('rtt'));
 const STEP_TIMEOUT_MS = 120_000;
 
 const t0 = performance.now();
@@ -182,44 +185,61 @@ async function steadySections() {
   // One unmeasured pass first: a Node relay's first transfers run while V8 is still compiling its hot paths.
   if (SECTIONS.includes('throughput') && WARMUP_MB > 0) {
     await each('warm-up', async (relay, inst) => {
-      await runClient({ task: 'throughput', target: inst.target, bytes: WARMUP_MB * 1024 * 1024, rttRounds: 200, phases: PHASES.filter((p) => p !== 'rttPinned') }, undefined, `warmup-${relay.key}`);
+      await runClient({ task: 'throughput', target: inst.target, bytes: WARMUP_MB * 1024 * 1024, phases: TRANSFERS }, undefined, `warmup-${relay.key}`);
     });
   }
   for (let rep = 0; rep < REPEATS; rep++) {
     if (SECTIONS.includes('throughput')) {
       await each('throughput', async (relay, inst) => {
         // One client process per phase, so the relay's CPU time can be read around each.
-        for (const phase of PHASES) {
+        for (const phase of TRANSFERS) {
           if (phase === 'downLean' && relay.mux) continue;
           try {
             // The relay's CPU is read by the client, around the measured transfer only (not its warm-up).
-            const pinned = [...inst.pids, backends.pid];
-            const task = { task: 'throughput', target: inst.target, bytes: BYTES, rttRounds: RTT_ROUNDS, phases: [phase], warmupBytes: CLIENT_WARMUP_BYTES, cpuOf: { relay: inst.pids }, pinned };
+            const task = { task: 'throughput', target: inst.target, bytes: BYTES, phases: [phase], warmupBytes: CLIENT_WARMUP_BYTES, cpuOf: { relay: inst.pids } };
             const r = await runClient(task, undefined, `${phase}-${relay.key}`);
-            const cpuMs = r.cpuMs.relay;
-            if (phase === 'rtt') {
-              sample(relay.key, 'p50', r.p50);
-              sample(relay.key, 'p99', r.p99);
-            } else if (phase === 'rttPinned') {
-              sample(relay.key, 'p50Pinned', r.p50Pinned);
-              sample(relay.key, 'p99Pinned', r.p99Pinned);
-            } else {
-              sample(relay.key, phase, r[phase]);
-              if (inst.pids.length > 0) sample(relay.key, `cpu-${phase}`, cpuMs / (BYTES / 1e9));
-            }
+            sample(relay.key, phase, r[phase]);
+            if (inst.pids.length > 0) sample(relay.key, `cpu-${phase}`, r.cpuMs.relay / (BYTES / 1e9));
           } catch (err) {
-            const metrics = { rtt: ['p50', 'p99'], rttPinned: ['p50Pinned', 'p99Pinned'] }[phase] ?? [phase];
-            for (const m of metrics) note(relay.key, m, `failed: ${errText(err)}`);
+            note(relay.key, phase, `failed: ${errText(err)}`);
             log(`${relay.key} ${phase} failed: ${errText(err)}`);
           }
         }
         const v = (m) => results[relay.key][m]?.at?.(-1)?.toFixed(0) ?? '-';
         log(
-          `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s, p50 ${v('p50')} p99 ${v('p99')} us ` +
-            `(one CPU: ${v('p50Pinned')} / ${v('p99Pinned')}); ` +
+          `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s; ` +
             `relay CPU ms/GB ${v('cpu-up')} / ${v('cpu-down')} (lean ${v('cpu-downLean')}) / ${v('cpu-echo')}`,
         );
       });
+      // Round trips through every relay in one client, interleaved, so that all of them are measured over the
+      // same stretch of time (bench/client.mjs, roundTrips).
+      for (const [phase, p50, p99] of [
+        ['rtt', 'p50', 'p99'],
+        ['rttPinned', 'p50Pinned', 'p99Pinned'],
+      ]) {
+        if (!PHASES.includes(phase)) continue;
+        const measured = active.filter((relay) => instances.has(relay.key));
+        const targets = Object.fromEntries(measured.map((relay) => [relay.key, instances.get(relay.key).target]));
+        const pinned = phase === 'rttPinned' ? [...measured.flatMap((relay) => instances.get(relay.key).pids), backends.pid] : undefined;
+        try {
+          const r = await runClient({ task: 'roundTrips', targets, rounds: RTT_ROUNDS, pinned }, undefined, phase);
+          for (const relay of measured) {
+            const got = r[relay.key];
+            if (got.error !== undefined) {
+              for (const m of [p50, p99]) note(relay.key, m, `failed: ${got.error}`);
+              log(`${relay.key} ${phase} failed: ${got.error}`);
+            } else {
+              sample(relay.key, p50, got.p50);
+              sample(relay.key, p99, got.p99);
+            }
+          }
+          const figures = measured.map((relay) => `${relay.key} ${r[relay.key].p50?.toFixed(0) ?? '-'} / ${r[relay.key].p99?.toFixed(0) ?? '-'}`);
+          log(`round trips${phase === 'rttPinned' ? ', every process on one CPU' : ''}, p50 / p99 us: ${figures.join(', ')}`);
+        } catch (err) {
+          for (const relay of measured) for (const m of [p50, p99]) note(relay.key, m, `failed: ${errText(err)}`);
+          log(`${phase} failed: ${errText(err)}`);
+        }
+      }
     }
     if (SECTIONS.includes('setup')) {
       await each('setup', async (relay, inst) => {

@@ -98,7 +98,8 @@ describe('npm run bench, at toy sizes', () => {
       'echo, MB/s',
       'round trip p50, us',
       'round trip p99, us',
-      // The client, the relay and the backend pinned to one CPU (taskset), then given all CPUs back.
+      // Every relay's round trips interleaved in one client; then the same with the client, the relays and the
+      // backend pinned to one CPU (taskset), then given all CPUs back.
       'round trip p50, every process on one CPU, us',
       'set-up rate, conn/s',
     ]) {
