@@ -10,7 +10,7 @@
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
 // 128 MiB first, unmeasured, and each client process BENCH_CLIENT_WARMUP_MB (64; 0: none) the same way before the
 // measured transfer; every CPU figure is read inside the client around the measured transfer only.
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
@@ -24,6 +24,7 @@ if (!keysArg) {
 const keys = keysArg.split(',');
 process.on('exit', () => stopAll());
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const { child: backends, ports } = await startBackends(root);
 const defs = relayDefs({ root, variants: variantsFromEnv() });
@@ -43,29 +44,34 @@ const warmupBytes = Number(process.env.BENCH_CLIENT_WARMUP_MB ?? 64) * 1024 * 10
 
 /**
  * One transfer in a client process of its own; its CPU, the relay's and the backend's are read inside it, around
- * the measured transfer only.
+ * the measured transfer only. Waited for asynchronously: this process reads the relays' output meanwhile
+ * (bench/relays.mjs), and a gateway whose log pipe nobody empties stops at its next line (docs/OPERATIONS.md).
  */
-function transfer(key, bytes) {
+async function transfer(key, bytes) {
   const cpuOf = { relay: relays[key].pids, backend: [backends.pid] };
   const task = parallelStreams
     ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true, timelineMs, warmupBytes, cpuOf }
     : { task: 'throughput', target: relays[key].target, bytes, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
-  const out = spawnSync(process.execPath, [join(root, 'bench/client.mjs'), JSON.stringify(task)], {
-    env: { ...process.env, NODE_PATH: join(root, 'bench/shim') },
-    timeout: 300_000,
+  const { stdout, stderr, status } = await new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [join(root, 'bench/client.mjs'), JSON.stringify(task)],
+      { env: { ...process.env, NODE_PATH: join(root, 'bench/shim') }, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => resolve({ stdout, stderr, status: err?.code ?? 0 }),
+    );
   });
-  const line = String(out.stdout).trim().split('\n').pop();
-  const result = line ? JSON.parse(line) : { error: String(out.stderr) || `exit ${out.status}` };
+  const line = String(stdout).trim().split('\n').pop();
+  const result = line ? JSON.parse(line) : { error: String(stderr) || `exit ${status}` };
   if (result.error) throw new Error(`${key}: ${result.error}`);
   return result;
 }
 
-for (const key of keys) transfer(key, 128 * 1024 * 1024);
+for (const key of keys) await transfer(key, 128 * 1024 * 1024);
 const bytes = Number(mibArg) * 1024 * 1024;
 const rates = Object.fromEntries(keys.map((k) => [k, []]));
 for (let round = 0; round < Number(roundsArg); round++) {
   for (const key of keys) {
-    const r = transfer(key, bytes);
+    const r = await transfer(key, bytes);
     // parN reports what it moved (at least 2 MiB per download, bench/client.mjs parallel()).
     const gib = (parallelStreams ? r.moved : bytes) / 2 ** 30;
     const relayMs = r.cpuMs.relay / gib;
