@@ -1,6 +1,6 @@
 // sockgate benchmark: every relay side by side in one run, on loopback only. docs/BENCHMARKS.md explains each
 // measurement; usage:
-//   npm run bench                                   full run (8 to 12 minutes on 2 cores)
+//   npm run bench                                   full run (10 to 13 minutes on 2 cores)
 //   BENCH_QUICK=1 npm run bench                     smoke run (about 2 minutes)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
@@ -38,7 +38,14 @@ const BYTES = MB * 1024 * 1024;
  * than `ws` alone (docs/BENCHMARKS.md). Its relay CPU is left out too.
  */
 const CLIENT_WARMUP_BYTES = Math.min(num('BENCH_CLIENT_WARMUP_MB', 64, 8), MB) * 1024 * 1024;
-const REPEATS = num('BENCH_REPEATS', 3, 1);
+/**
+ * Rounds of the throughput, round-trip, set-up and mux measurements, each round every relay in turn; the table
+ * gives their medians, and each target's line its ratio round by round. Five: a 1 GiB transfer lasts about a
+ * second, and single rounds of the same ratio ranged from 0.75x to 1.2x in runs of three (docs/BENCHMARKS.md).
+ */
+const REPEATS = num('BENCH_REPEATS', 5, 1);
+/** Rounds of the backpressure probes and the Chromium transfers: their figures move little between rounds. */
+const SLOW_REPEATS = Math.min(REPEATS, 3);
 const RTT_ROUNDS = num('BENCH_RTT_ROUNDS', 2000, 300);
 const SETUP_CONNS = num('BENCH_SETUP_CONNS', 1000, 200);
 const SETUP_CONCURRENCY = 8;
@@ -190,10 +197,12 @@ async function steadySections() {
   }
   for (let rep = 0; rep < REPEATS; rep++) {
     if (SECTIONS.includes('throughput')) {
-      await each('throughput', async (relay, inst) => {
-        // One client process per phase, so the relay's CPU time can be read around each.
-        for (const phase of TRANSFERS) {
-          if (phase === 'downLean' && relay.mux) continue;
+      // Phase by phase, every relay in turn: the transfers whose rates are compared (mux against raw mode, raw mode
+      // against websockify) run seconds apart, not a relay's whole set of phases apart, on this shared machine. One
+      // client process per transfer, so that the relay's CPU time can be read around each.
+      for (const phase of TRANSFERS) {
+        await each('throughput', async (relay, inst) => {
+          if (phase === 'downLean' && relay.mux) return;
           try {
             // The relay's CPU is read by the client, around the measured transfer only (not its warm-up).
             const task = { task: 'throughput', target: inst.target, bytes: BYTES, phases: [phase], warmupBytes: CLIENT_WARMUP_BYTES, cpuOf: { relay: inst.pids } };
@@ -204,13 +213,15 @@ async function steadySections() {
             note(relay.key, phase, `failed: ${errText(err)}`);
             log(`${relay.key} ${phase} failed: ${errText(err)}`);
           }
-        }
+        });
+      }
+      for (const relay of active.filter((r) => instances.has(r.key))) {
         const v = (m) => results[relay.key][m]?.at?.(-1)?.toFixed(0) ?? '-';
         log(
           `${relay.key}: up ${v('up')} down ${v('down')} (lean ${v('downLean')}) echo ${v('echo')} MB/s; ` +
             `relay CPU ms/GB ${v('cpu-up')} / ${v('cpu-down')} (lean ${v('cpu-downLean')}) / ${v('cpu-echo')}`,
         );
-      });
+      }
       // Round trips through every relay in one client, interleaved, so that all of them are measured over the
       // same stretch of time (bench/client.mjs, roundTrips).
       for (const [phase, p50, p99] of [
@@ -338,7 +349,7 @@ async function probeClientStalls(inst) {
 }
 
 async function backpressureSection() {
-  for (let rep = 0; rep < REPEATS; rep++) {
+  for (let rep = 0; rep < SLOW_REPEATS; rep++) {
     for (const relay of active) {
       for (const [dir, probe] of [
         ['bpBackend', probeBackendStalls],
@@ -458,7 +469,7 @@ async function browserSection() {
       await fresh(relay, async (inst) => {
         // One unmeasured transfer each way first, as for the Node client.
         for (const phase of ['down', 'up']) await bench.transfer(inst.target, phase, Math.min(BROWSER_BYTES, 32 * 1024 * 1024), STEP_TIMEOUT_MS).catch(() => {});
-        for (let rep = 0; rep < REPEATS; rep++) {
+        for (let rep = 0; rep < SLOW_REPEATS; rep++) {
           for (const phase of ['up', 'down']) {
             const metric = phase === 'up' ? 'bup' : 'bdown';
             try {
@@ -608,7 +619,7 @@ const report = [
   '',
   `Date: ${new Date().toISOString()}; the run took ${((performance.now() - t0) / 60_000).toFixed(1)} minutes.`,
   '',
-  `Medians of ${REPEATS} run(s) (memory: ${MEM_REPEATS}); ${MB} MiB per transfer in 64 KiB messages, every byte checked against the pattern, ` +
+  `Medians of ${REPEATS} run(s) (backpressure and Chromium: ${SLOW_REPEATS}; memory: ${MEM_REPEATS}); ${MB} MiB per transfer in 64 KiB messages, every byte checked against the pattern, ` +
     `after ${CLIENT_WARMUP_BYTES / 2 ** 20} MiB moved the same way, unmeasured, by the same client process; ` +
     `${RTT_ROUNDS} round trips of 32 bytes; set-up: ${SETUP_CONNS} connections, ${SETUP_CONCURRENCY} at a time; ` +
     `backpressure: ${BP_BYTES / 2 ** 20} MiB offered; mux streams share ${MB} MiB.`,
