@@ -18,7 +18,7 @@ function timeout(promise, what, ms = STEP_TIMEOUT_MS) {
   ]);
 }
 
-// ---- throughput and round trip (one connection each) --------------------------------------------------------
+// ---- throughput (one connection each) and round trips (one per relay, interleaved) --------------------------
 
 /** Writes `bytes` pattern bytes in MESSAGE-byte messages, each waiting for the connection's backpressure. */
 async function sendPattern(conn, bytes) {
