@@ -119,6 +119,15 @@ function raw(url: string): RawClient {
   return { ws, opened, closed, chunks, bytes: () => bytes };
 }
 
+/** `text` sent on a new stream to route 'echo' (through the agent) comes back whole, and the stream ends cleanly. */
+async function expectEcho(client: MuxClient, text: string, what = 'stream'): Promise<void> {
+  const s = client.open('echo');
+  await s.write(Buffer.from(text));
+  s.end();
+  expect(await within(s.closed, 5000, what)).toBeUndefined();
+  expect(s.data().toString()).toBe(text);
+}
+
 /** The HTTP refusal of an upgrade: status and JSON body. */
 function refusal(url: string, headers: Record<string, string> = {}, protocols: string[] = []): Promise<{ status: number; body: { code?: string; message?: string } }> {
   return new Promise((resolve, reject) => {
@@ -310,11 +319,7 @@ describe('agent credentials and registration', () => {
     expect(home.agent.state).toBe('connected');
     expect(home.agent.connections).toBe(1);
     const client = await mux(gw.wsUrl);
-    const s = client.open('echo');
-    await s.write(Buffer.from('still home'));
-    s.end();
-    expect(await within(s.closed, 5000, 'stream')).toBeUndefined();
-    expect(s.data().toString()).toBe('still home');
+    await expectEcho(client, 'still home');
   });
 
   it('a newer agent for the same service replaces the older one, which is closed with 4005 and stops', async () => {
@@ -400,11 +405,7 @@ describe('no agent, agent loss and return', () => {
 
     await waitFor(() => agent.connections === 2 && agent.state === 'connected', 5000, 'the agent to reconnect');
     expect(lines.filter((l) => l.msg === 'agent disconnected; reconnecting')).toHaveLength(1);
-    const t = client.open('echo');
-    await t.write(Buffer.from('after'));
-    t.end();
-    expect(await within(t.closed, 5000, 'stream after the return')).toBeUndefined();
-    expect(t.data().toString()).toBe('after');
+    await expectEcho(client, 'after', 'stream after the return');
   });
 
   it('an agent that stops: the route is unavailable; a new agent restores it', async () => {
@@ -419,11 +420,7 @@ describe('no agent, agent loss and return', () => {
 
     const second = runAgent(gw.wsUrl, { svc: echo.target });
     await within(second.agent.connected(), 5000, 'new agent registered');
-    const s = client.open('echo');
-    await s.write(Buffer.from('restored'));
-    s.end();
-    expect(await within(s.closed, 5000, 'stream')).toBeUndefined();
-    expect(s.data().toString()).toBe('restored');
+    await expectEcho(client, 'restored');
   });
 
   it('a gateway restarted on the same port: the agent reconnects by itself and serves again', async () => {
@@ -501,11 +498,7 @@ describe('keepalive and the agent\'s own limits', () => {
     await waitFor(() => agent.state === 'connected' && agent.connections === 2, 10_000, 'the agent to reconnect');
     expect(agent.state).toBe('connected'); // the 4005 went to the dead link, not to the live one
     await waitFor(() => gw.gateway.app.websocketServer.clients.size === 2, 5000, 'the stale session to go'); // the mux client and the agent
-    const s = client.open('echo');
-    await s.write(Buffer.from('alive'));
-    s.end();
-    expect(await within(s.closed, 5000, 'stream')).toBeUndefined();
-    expect(s.data().toString()).toBe('alive');
+    await expectEcho(client, 'alive');
   });
 
   it("a live agent answers the gateway's keepalive PINGs: its session stays up through many timeouts' worth", async () => {
@@ -518,11 +511,7 @@ describe('keepalive and the agent\'s own limits', () => {
     expect([agent.state, agent.connections]).toEqual(['connected', 1]);
     expect(metricValue(await scrape(`http://127.0.0.1:${gw.port}/metrics`), 'sockgate_keepalive_timeouts_total', { mode: 'agent' })).toBe(0);
     const client = await mux(gw.wsUrl);
-    const s = client.open('echo');
-    await s.write(Buffer.from('alive'));
-    s.end();
-    expect(await within(s.closed, 5000, 'stream')).toBeUndefined();
-    expect(s.data().toString()).toBe('alive');
+    await expectEcho(client, 'alive');
   });
 
   it('an agent cannot open streams: its credential reaches no route (OPEN_FAIL SOCKGATE_ERR_ROUTE_UNKNOWN)', async () => {
