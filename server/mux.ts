@@ -169,7 +169,9 @@ export class WsTransport implements Transport {
     this.bufferedAmount += n;
     // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down;
     // either way ws no longer refers to the message then, so a pooled frame can be reused.
-    const pooled = framePool.owns(message);
+    // Pooled frames come from frameBuffer(), at least SMALL_READ_BYTES long; a control frame is not asked for its
+    // buffer, which would move it off V8's heap (an allocation per WINDOW the agent writes itself, below).
+    const pooled = n >= SMALL_READ_BYTES && framePool.owns(message);
     this.turns?.cork(deferrable);
     // A client's control frame (the agent's WINDOWs): framed and masked in one write (client/masked-frames.ts).
     if (this.isClient && !pooled && this.socket && writeMaskedMessageBeside(this.ws, this.socket, message, () => this.sent(n))) return;

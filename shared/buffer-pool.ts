@@ -26,7 +26,10 @@ export class BufferPool {
     return new Uint8Array(memory);
   }
 
-  /** Whether `bytes` is (a view of) one of this pool's buffers. */
+  /**
+   * Whether `bytes` is (a view of) one of this pool's buffers. It reads `bytes.buffer`, which makes V8 move a small
+   * typed array (64 bytes or less) off its heap: callers rule small messages out by their length first.
+   */
   owns(bytes: Uint8Array): boolean {
     return this.mine.has(bytes.buffer);
   }

@@ -3,6 +3,8 @@ import { describe, expect, expectTypeOf, it } from 'vitest';
 import WsWebSocket from 'ws';
 import { SessionCloseEvent, SessionGoAwayEvent, TypedEventTarget, type SessionEventMap } from '../../client/events.js';
 import { closeWebSocket, messageData, WebSocketTransport, type WebSocketConstructor, type WebSocketLike } from '../../client/transport.js';
+import { HEADER_BYTES } from '../../shared/constants.js';
+import { encodeData, encodeWindow } from '../../shared/encode.js';
 import { SockgateError } from '../../shared/errors.js';
 
 /** Closes the way a browser's WebSocket does: scripts may send only 1000 and 3000-4999, reasons up to 123 bytes. */
@@ -106,5 +108,29 @@ describe('WebSocketTransport.send', () => {
     const plain = { ...browserLikeSocket(), send: () => calls.push('plain send') };
     new WebSocketTransport(plain).send(new Uint8Array(7));
     expect(calls.at(-1)).toBe('plain send');
+  });
+
+  it('never asks a control frame for its ArrayBuffer (V8 would move it off the heap), and recycles DATA frames', () => {
+    const sent: string[] = [];
+    let callback: (() => void) | undefined;
+    const nodeLike = {
+      ...browserLikeSocket(),
+      on() {}, // send callbacks, as ws has: DATA frames are recycled
+      sendSmall: (m: Uint8Array) => (sent.push(`small ${m.length}`), true),
+      send: (m: Uint8Array, done?: () => void) => (sent.push(`send ${m.length}`), (callback = done)),
+    };
+    const transport = new WebSocketTransport(nodeLike);
+    const window = encodeWindow(1, 1000, 262_144);
+    Object.defineProperty(window, 'buffer', {
+      get() {
+        throw new Error('asked for the buffer of a small message');
+      },
+    });
+    transport.send(window, true);
+    const frame = transport.frameBuffer(HEADER_BYTES + 20_000)!;
+    transport.send(encodeData(3, new Uint8Array(20_000), frame));
+    expect(sent).toEqual(['small 18', 'send 20006']);
+    callback!(); // ws wrote it: the frame's memory is taken again next
+    expect(transport.frameBuffer(HEADER_BYTES + 20_000)!.buffer).toBe(frame.buffer);
   });
 });

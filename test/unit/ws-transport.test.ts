@@ -8,7 +8,8 @@ import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { WsTransport } from '../../server/mux.js';
-import { encodeData } from '../../shared/encode.js';
+import { HEADER_BYTES } from '../../shared/constants.js';
+import { encodeData, encodeWindow } from '../../shared/encode.js';
 import { waitFor } from '../helpers/backends.js';
 import { noiseBytes } from '../helpers/mux-server.js';
 
@@ -120,4 +121,29 @@ describe('WsTransport', () => {
       await waitFor(() => transport.bufferedAmount === 0, 5000, 'the dropped frame uncounted');
       expect(atServer.length).toBe(expected.length);
     }));
+
+  it("never asks a control frame for its ArrayBuffer (V8 would move it off the heap), and recycles DATA frames", () =>
+    withPair(async ({ client, clientSocket, atServer }) => {
+      const transport = new WsTransport(client, MAX_BUFFERED, undefined, clientSocket, true);
+      const window = bufferless(encodeWindow(1, 1000, 262_144));
+      transport.send(window, true); // written masked beside ws, as the agent writes its WINDOWs
+      const frame = transport.frameBuffer(HEADER_BYTES + 20_000)!;
+      const data = encodeData(3, noiseBytes(20_000, 3), frame);
+      transport.send(data);
+      await waitFor(() => atServer.length === 2, 5000, 'both frames at the server');
+      expect(atServer[0]!.equals(encodeWindow(1, 1000, 262_144))).toBe(true);
+      expect(atServer[1]!.equals(data)).toBe(true);
+      await waitFor(() => transport.bufferedAmount === 0, 5000, 'send callbacks');
+      // The DATA frame's memory went back to the pool once ws had written it.
+      expect(transport.frameBuffer(HEADER_BYTES + 20_000)!.buffer).toBe(frame.buffer);
+    }));
 });
+
+/** `bytes`, with a `buffer` that throws when read. */
+function bufferless(bytes: Uint8Array): Uint8Array {
+  return Object.defineProperty(bytes, 'buffer', {
+    get() {
+      throw new Error('asked for the buffer of a small message');
+    },
+  });
+}
