@@ -93,6 +93,18 @@ export function frameArb(opts: { route?: fc.Arbitrary<string>; streamId?: fc.Arb
   ) as fc.Arbitrary<Frame>;
 }
 
+/**
+ * `bytes`, whose `buffer` throws when read: for checking that a path never asks a small message for its ArrayBuffer
+ * (V8 moves a typed array of 64 bytes or less off its heap to answer).
+ */
+export function bufferless(bytes: Uint8Array): Uint8Array {
+  return Object.defineProperty(bytes, 'buffer', {
+    get() {
+      throw new Error('asked for the buffer of a small message');
+    },
+  });
+}
+
 /** Hex of bytes, through Node's Buffer: fast where expect().toEqual on a large Uint8Array takes ~200 ms. */
 export function hexOf(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');

@@ -11,6 +11,7 @@ import { WsTransport } from '../../server/mux.js';
 import { HEADER_BYTES } from '../../shared/constants.js';
 import { encodeData, encodeWindow } from '../../shared/encode.js';
 import { waitFor } from '../helpers/backends.js';
+import { bufferless } from '../helpers/frames.js';
 import { noiseBytes } from '../helpers/mux-server.js';
 
 async function pair(): Promise<{
@@ -138,12 +139,3 @@ describe('WsTransport', () => {
       expect(transport.frameBuffer(HEADER_BYTES + 20_000)!.buffer).toBe(frame.buffer);
     }));
 });
-
-/** `bytes`, with a `buffer` that throws when read. */
-function bufferless(bytes: Uint8Array): Uint8Array {
-  return Object.defineProperty(bytes, 'buffer', {
-    get() {
-      throw new Error('asked for the buffer of a small message');
-    },
-  });
-}
