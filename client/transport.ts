@@ -106,7 +106,7 @@ export class WebSocketTransport implements Transport {
   onSent: () => void = () => {};
   private readonly sent = (): void => this.onSent();
   /** Recycled DATA frames (only with send callbacks). */
-  private readonly frames = new BufferPool(MAX_FRAME_BYTES, MAX_FREE_FRAMES);
+  private readonly frames = new BufferPool(MAX_FRAME_BYTES, MAX_FREE_FRAMES, MIN_POOLED_FRAME_BYTES);
 
   constructor(private readonly ws: WebSocketLike) {
     this.notifiesSent = typeof (ws as { on?: unknown }).on === 'function';
@@ -127,9 +127,7 @@ export class WebSocketTransport implements Transport {
     if (this.ws.readyState !== OPEN) return;
     this.ws.corkTurn?.(deferrable);
     if (!this.notifiesSent) return this.ws.send(message as Uint8Array<ArrayBuffer>);
-    // Only a frame from frameBuffer() can be the pool's, and those are at least MIN_POOLED_FRAME_BYTES: asking a
-    // small message (a WINDOW, 18 bytes) for its buffer would make V8 move it off the heap, an allocation per frame.
-    if (message.byteLength < MIN_POOLED_FRAME_BYTES || !this.frames.owns(message)) {
+    if (!this.frames.owns(message)) {
       if (this.ws.sendSmall?.(message, this.sent)) return;
       return this.ws.send(message as Uint8Array<ArrayBuffer>, this.sent);
     }

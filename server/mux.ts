@@ -88,8 +88,11 @@ export interface MuxSessionHandle {
 /** The engine's default for maxTransportBufferedBytes (shared/session.ts), needed here for the drain mark. */
 const DEFAULT_MAX_TRANSPORT_BUFFERED_BYTES = 1024 * 1024;
 
-/** Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. */
-const framePool = new BufferPool(MAX_FRAME_BYTES, 64);
+/**
+ * Recycled memory for DATA frames toward mux peers, process-wide: 64 frames (4 MiB) kept at most. Its frames are
+ * at least SMALL_READ_BYTES long (frameBuffer), so control frames are never asked for their buffer.
+ */
+const framePool = new BufferPool(MAX_FRAME_BYTES, 64, SMALL_READ_BYTES);
 
 /**
  * The TCP (or TLS) socket under a WebSocket, as WsTransport uses it: corked per turn, written to for masked DATA,
@@ -169,9 +172,7 @@ export class WsTransport implements Transport {
     this.bufferedAmount += n;
     // ws calls back with an error instead of throwing once closing/closed, so the count always comes back down;
     // either way ws no longer refers to the message then, so a pooled frame can be reused.
-    // Pooled frames come from frameBuffer(), at least SMALL_READ_BYTES long; a control frame is not asked for its
-    // buffer, which would move it off V8's heap (an allocation per WINDOW the agent writes itself, below).
-    const pooled = n >= SMALL_READ_BYTES && framePool.owns(message);
+    const pooled = framePool.owns(message);
     this.turns?.cork(deferrable);
     // A client's control frame (the agent's WINDOWs): framed and masked in one write (client/masked-frames.ts).
     if (this.isClient && !pooled && this.socket && writeMaskedMessageBeside(this.ws, this.socket, message, () => this.sent(n))) return;

@@ -14,6 +14,12 @@ export class BufferPool {
     readonly size: number,
     /** Free buffers kept; more are left to the garbage collector. */
     private readonly maxFree: number,
+    /**
+     * The shortest view of a pooled buffer its users hand back (0: any). A shorter one is not this pool's, and is
+     * not asked for its buffer: V8 answers that for a typed array of 64 bytes or less (an 18-byte WINDOW) by moving
+     * it off its heap, an allocation per message.
+     */
+    private readonly minViewBytes = 0,
   ) {}
 
   /** A buffer of `size` bytes, not zeroed when it is a recycled one. */
@@ -26,12 +32,9 @@ export class BufferPool {
     return new Uint8Array(memory);
   }
 
-  /**
-   * Whether `bytes` is (a view of) one of this pool's buffers. It reads `bytes.buffer`, which makes V8 move a small
-   * typed array (64 bytes or less) off its heap: callers rule small messages out by their length first.
-   */
+  /** Whether `bytes` is (a view of) one of this pool's buffers, at least minViewBytes long. */
   owns(bytes: Uint8Array): boolean {
-    return this.mine.has(bytes.buffer);
+    return bytes.byteLength >= this.minViewBytes && this.mine.has(bytes.buffer);
   }
 
   /** Take back a buffer from take(), or any view of one. Give each buffer back once, after its last use. */

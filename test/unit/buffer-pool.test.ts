@@ -1,6 +1,7 @@
 /** shared/buffer-pool.ts: reuse, recognition of its own memory, and the bound on what it keeps. */
 import { describe, expect, it } from 'vitest';
 import { BufferPool } from '../../shared/buffer-pool.js';
+import { bufferless } from '../helpers/frames.js';
 
 describe('BufferPool', () => {
   it('hands a given-back buffer out again, and recognises views of its buffers only', () => {
@@ -11,6 +12,14 @@ describe('BufferPool', () => {
     expect(pool.owns(new Uint8Array(1024))).toBe(false);
     pool.give(a.subarray(0, 5)); // a view gives back the whole buffer
     expect(pool.take().buffer).toBe(a.buffer);
+  });
+
+  it('does not recognise, nor ask for its buffer, a view shorter than minViewBytes', () => {
+    const pool = new BufferPool(1024, 4, 100);
+    const a = pool.take();
+    expect(pool.owns(a.subarray(0, 100))).toBe(true);
+    expect(pool.owns(bufferless(new Uint8Array(18)))).toBe(false); // would throw if asked for its buffer
+    expect(pool.owns(a.subarray(0, 99))).toBe(false);
   });
 
   it('ignores memory it did not allocate', () => {
