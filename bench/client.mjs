@@ -348,6 +348,8 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
   // `timelineMs`: also report the aggregate transfer's MB/s in slices of this many ms from its start (how fast it
   // gets going, and how it ends).
   const timeline = timelineMs ? { ms: timelineMs, t0: undefined, bytes: [] } : undefined;
+  // `startedAt`: when the measured transfer started, in ms since the epoch (bench/cpu-probe.mjs's BENCH_SCHED_MS).
+  let startedAt;
   const others = otherCpu(cpuOf);
   const aggregate = await others.add(() =>
     downloads(
@@ -356,6 +358,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
       each,
       async (all) => {
         const t0 = performance.now();
+        startedAt = performance.timeOrigin + t0;
         if (timeline) timeline.t0 = t0;
         await timeout(all.finished, 'parallel transfers');
         return (each * streams) / 1e6 / ((performance.now() - t0) / 1000);
@@ -370,7 +373,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
   const rates = timeline && Array.from(timeline.bytes, (b = 0) => b / 1e6 / (timeline.ms / 1000));
   // `moved`: the bytes the aggregate transfer carried (each download moves at least 2 MiB), for CPU per byte.
   const moved = each * streams;
-  if (streams === 1 || aggregateOnly) return { aggregate, moved, cpu, cpuMs, timeline: rates };
+  if (streams === 1 || aggregateOnly) return { aggregate, moved, cpu, cpuMs, timeline: rates, startedAt };
   const steadyState = await downloads(target, streams, Number.MAX_SAFE_INTEGER, async (all) => {
     await timeout(all.started, 'parallel transfers starting');
     await new Promise((r) => setTimeout(r, settleMs));
@@ -384,7 +387,7 @@ async function parallel({ target, streams, bytes, fairMs = 1000, settleMs = 250,
     const total = moved.reduce((a, b) => a + b, 0);
     return { fairness: Math.min(...moved) / Math.max(...moved), steady: total / 1e6 / seconds };
   });
-  return { aggregate, moved, cpu, cpuMs, timeline: rates, ...steadyState };
+  return { aggregate, moved, cpu, cpuMs, timeline: rates, startedAt, ...steadyState };
 }
 
 /**

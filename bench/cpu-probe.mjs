@@ -3,6 +3,8 @@
 // cores the three compete, so a cheaper client or relay shows up here before it shows up in MB/s.
 //   node bench/cpu-probe.mjs RELAYS PHASE [ROUNDS=3] [MiB=1024]
 //   BENCH_TIMELINE_MS=50 node bench/cpu-probe.mjs sockgate-mux par100 3   (parN: also MB/s per 50 ms from the start)
+//   BENCH_SCHED_MS=50 node bench/cpu-probe.mjs sockgate-mux par100 3   (parN: also, per 50 ms from the start, the
+//     cores each of client, relay and backend ran on, and the cores' worth of time it waited for one: Linux only)
 //   node bench/cpu-probe.mjs websockify,sockgate-raw downLean 5
 //   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
 // RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo, or parN: N downloads at once (mux: N
@@ -13,6 +15,7 @@
 import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { processTree, schedMs } from './procmem.mjs';
 import { relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -39,6 +42,8 @@ for (const key of keys) {
 const parallelStreams = /^par(\d+)$/.exec(phase)?.[1];
 /** parN: report each transfer's MB/s per this many ms from its start as well. */
 const timelineMs = Number(process.env.BENCH_TIMELINE_MS) || undefined;
+/** parN: sample the client's, the relay's and the backend's running and waiting time every this many ms. */
+const schedEveryMs = Number(process.env.BENCH_SCHED_MS) || undefined;
 /** Each client process moves this much unmeasured first, the same way (bench/client.mjs: warmupBytes). */
 const warmupBytes = Number(process.env.BENCH_CLIENT_WARMUP_MB ?? 64) * 1024 * 1024;
 
@@ -52,18 +57,61 @@ async function transfer(key, bytes) {
   const task = parallelStreams
     ? { task: 'parallel', target: relays[key].target, streams: Number(parallelStreams), bytes, aggregateOnly: true, reportCpu: true, timelineMs, warmupBytes, cpuOf }
     : { task: 'throughput', target: relays[key].target, bytes, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
+  let sampler;
   const { stdout, stderr, status } = await new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       [join(root, 'bench/client.mjs'), JSON.stringify(task)],
       { env: { ...process.env, NODE_PATH: join(root, 'bench/shim') }, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => resolve({ stdout, stderr, status: err?.code ?? 0 }),
     );
+    if (schedEveryMs && parallelStreams) sampler = sampleSched({ client: [child.pid], relay: relays[key].pids, backend: [backends.pid] }, schedEveryMs);
   });
+  const samples = sampler?.stop();
   const line = String(stdout).trim().split('\n').pop();
   const result = line ? JSON.parse(line) : { error: String(stderr) || `exit ${status}` };
   if (result.error) throw new Error(`${key}: ${result.error}`);
+  if (samples) result.sched = schedSlices(samples, result.startedAt);
   return result;
+}
+
+/**
+ * Every `everyMs`, each group's running and waiting time so far (procmem.mjs schedMs; a relay's process tree as it
+ * is at that moment), with the time of the sample in ms since the epoch. Sampled here, in a process that is idle
+ * meanwhile, so that the samples keep time even when the client is busy.
+ */
+function sampleSched(groups, everyMs) {
+  const rows = [];
+  const read = () => {
+    const row = { at: performance.timeOrigin + performance.now() };
+    for (const [name, pids] of Object.entries(groups)) row[name] = schedMs(name === 'relay' ? processTree(pids) : pids);
+    rows.push(row);
+  };
+  read();
+  const timer = setInterval(read, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      read();
+      return rows;
+    },
+  };
+}
+
+/** Per group, from the sample before `startedAt` on: cores running and cores' worth of waiting in each interval. */
+function schedSlices(rows, startedAt) {
+  const first = Math.max(0, rows.findIndex((r) => r.at >= startedAt) - 1);
+  const slices = {};
+  for (const name of Object.keys(rows[0]).filter((k) => k !== 'at')) {
+    slices[name] = [];
+    for (let i = first + 1; i < rows.length; i++) {
+      const ms = rows[i].at - rows[i - 1].at;
+      // A thread that exited takes its time with it: never below zero.
+      const per = (field) => Math.max(0, rows[i][name][field] - rows[i - 1][name][field]) / ms;
+      slices[name].push(`${per('run').toFixed(2)}/${per('wait').toFixed(2)}`);
+    }
+  }
+  return slices;
 }
 
 for (const key of keys) await transfer(key, 128 * 1024 * 1024);
@@ -83,6 +131,9 @@ for (let round = 0; round < Number(roundsArg); round++) {
         `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
     );
     if (r.timeline) console.log(`${key} ${phase}: MB/s per ${timelineMs} ms: ${r.timeline.map((x) => x.toFixed(0)).join(' ')}`);
+    for (const [name, slices] of Object.entries(r.sched ?? {})) {
+      console.log(`${key} ${phase}: ${name}, cores running/waiting per ${schedEveryMs} ms: ${slices.join(' ')}`);
+    }
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -65,5 +65,33 @@ export function treeCpuMs(roots) {
   return (ticks * 1000) / CLOCK_TICKS;
 }
 
+/**
+ * Time the processes' threads have spent running, and runnable but waiting for a CPU, so far, in milliseconds
+ * (/proc/PID/task/TID/schedstat, summed over `pids` and their threads). The wait is what a process loses to the
+ * others on a busy machine; a thread that exits takes its share with it.
+ */
+export function schedMs(pids) {
+  let run = 0;
+  let wait = 0;
+  for (const pid of pids) {
+    let tids;
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const tid of tids) {
+      try {
+        const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+        run += Number(r);
+        wait += Number(w);
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return { run: run / 1e6, wait: wait / 1e6 };
+}
+
 /** USER_HZ: 100 on every Linux this runs on (sysconf(_SC_CLK_TCK) is not reachable from Node). */
 const CLOCK_TICKS = 100;

@@ -135,13 +135,22 @@ describe('node bench/cpu-probe.mjs, at toy sizes', () => {
   // (a gateway whose log pipe is full waits at its next line).
   it('reports MB/s and CPU per GiB for one transfer and for parallel downloads, and the latter over time', { timeout: 120_000 }, async () => {
     for (const phase of ['echo', 'par100']) {
-      const env = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_TIMELINE_MS: '20' };
+      const env = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_TIMELINE_MS: '20', BENCH_SCHED_MS: '20' };
       const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], env, 50_000);
       expect(code, err.slice(-4000)).toBe(0);
       for (const key of ['sockgate-raw', 'sockgate-mux']) {
         expect(out, phase).toMatch(new RegExp(`^${key} ${phase}: \\d+ MB/s; CPU ms per GiB: client \\d+ \\+ \\d+, relay \\d+, backend \\d+$`, 'm'));
         expect(out, phase).toMatch(new RegExp(`^median ${key} ${phase}: \\d+ MB/s$`, 'm'));
-        if (phase === 'par100') expect(out).toMatch(new RegExp(`^${key} par100: MB/s per 20 ms: \\d+( \\d+)*$`, 'm'));
+        if (phase !== 'par100') continue;
+        expect(out).toMatch(new RegExp(`^${key} par100: MB/s per 20 ms: \\d+( \\d+)*$`, 'm'));
+        // Each of the three moved bytes, so each ran in some slice: a sampler reading the wrong processes reads 0.
+        for (const who of ['client', 'relay', 'backend']) {
+          const slice = '\\d+\\.\\d\\d/\\d+\\.\\d\\d';
+          const line = new RegExp(`^${key} par100: ${who}, cores running/waiting per 20 ms: (${slice}( ${slice})*)$`, 'm').exec(out);
+          expect(line, `${key} ${who}`).not.toBeNull();
+          const running = (line?.[1] ?? '').split(' ').map((s) => Number(s.split('/')[0]));
+          expect(Math.max(...running), `${key} ${who}`).toBeGreaterThan(0);
+        }
       }
     }
   });
