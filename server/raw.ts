@@ -172,7 +172,8 @@ export function handleRawConnection(
     // sent before it.
     socket.on('end', () => {
       closeWs(1000, 'backend closed the connection');
-      socket.end();
+      // Already ended when the client closed first (endBackend): a second end() only builds an error to drop.
+      if (!socket.writableEnded) socket.end();
     });
     socket.on('error', (err: Error) => {
       failure ??= backendError(err, 'open');
