@@ -7,6 +7,8 @@
 //     cores each of client, relay and backend ran on, and the cores' worth of time it waited for one: Linux only)
 //   node bench/cpu-probe.mjs websockify,sockgate-raw downLean 5
 //   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
+//   BENCH_PROFILE=/tmp/prof node bench/cpu-probe.mjs sockgate-mux par100 1   (a --cpu-prof of each client process
+//     and of the gateway: bench/profile-top.mjs reads them)
 // RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo, or parN: N downloads at once (mux: N
 // streams of one session; the others N connections; e.g. par100), their aggregate. Prints one line per transfer (MB/s;
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
@@ -29,8 +31,13 @@ process.on('exit', () => stopAll());
 process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
+/**
+ * BENCH_PROFILE: a directory for a `--cpu-prof` of each client process (its warm-up included) and of each sockgate
+ * gateway (written when it stops, at the end), as bench/run.mjs does.
+ */
+const profileDir = process.env.BENCH_PROFILE;
 const { child: backends, ports } = await startBackends(root);
-const defs = relayDefs({ root, variants: variantsFromEnv() });
+const defs = relayDefs({ root, variants: variantsFromEnv(), profileDir });
 const relays = {};
 for (const key of keys) {
   const def = defs.find((d) => d.key === key);
@@ -47,6 +54,9 @@ const schedEveryMs = Number(process.env.BENCH_SCHED_MS) || undefined;
 /** Each client process moves this much unmeasured first, the same way (bench/client.mjs: warmupBytes). */
 const warmupBytes = Number(process.env.BENCH_CLIENT_WARMUP_MB ?? 64) * 1024 * 1024;
 
+const profileArgs = (key) =>
+  profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=client-${key}-${phase}-${Date.now()}.cpuprofile`] : [];
+
 /**
  * One transfer in a client process of its own; its CPU, the relay's and the backend's are read inside it, around
  * the measured transfer only. Waited for asynchronously: this process reads the relays' output meanwhile
@@ -61,7 +71,7 @@ async function transfer(key, bytes) {
   const { stdout, stderr, status } = await new Promise((resolve) => {
     const child = execFile(
       process.execPath,
-      [join(root, 'bench/client.mjs'), JSON.stringify(task)],
+      [...profileArgs(key), join(root, 'bench/client.mjs'), JSON.stringify(task)],
       { env: { ...process.env, NODE_PATH: join(root, 'bench/shim') }, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => resolve({ stdout, stderr, status: err?.code ?? 0 }),
     );

@@ -134,10 +134,22 @@ describe('node bench/cpu-probe.mjs, at toy sizes', () => {
   // par100: hundreds of gateway log lines per transfer, more than a pipe holds: the probe must read them meanwhile
   // (a gateway whose log pipe is full waits at its next line).
   it('reports MB/s and CPU per GiB for one transfer and for parallel downloads, and the latter over time', { timeout: 120_000 }, async () => {
+    const profiles = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-profiles-'));
     for (const phase of ['echo', 'par100']) {
       const env = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_TIMELINE_MS: '20', BENCH_SCHED_MS: '20' };
+      // BENCH_PROFILE (echo only, to keep it short): a --cpu-prof of every client process and of each gateway.
+      if (phase === 'echo') env.BENCH_PROFILE = profiles;
       const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], env, 50_000);
       expect(code, err.slice(-4000)).toBe(0);
+      if (phase === 'echo') {
+        const files = readdirSync(profiles);
+        rmSync(profiles, { recursive: true, force: true });
+        // Per relay: the warm-up's client and the measured one's; and the gateway's, written as it stopped.
+        for (const key of ['sockgate-raw', 'sockgate-mux']) {
+          expect(files.filter((f) => f.startsWith(`client-${key}-echo-`) && f.endsWith('.cpuprofile')), key).toHaveLength(2);
+        }
+        for (const gateway of ['raw-', 'mux-']) expect(files.filter((f) => f.startsWith(gateway) && f.endsWith('.cpuprofile')), gateway).toHaveLength(1);
+      }
       for (const key of ['sockgate-raw', 'sockgate-mux']) {
         expect(out, phase).toMatch(new RegExp(`^${key} ${phase}: \\d+ MB/s; CPU ms per GiB: client \\d+ \\+ \\d+, relay \\d+, backend \\d+$`, 'm'));
         expect(out, phase).toMatch(new RegExp(`^median ${key} ${phase}: \\d+ MB/s$`, 'm'));
