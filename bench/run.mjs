@@ -600,6 +600,19 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   const hundred = value(mux, `mux${most}`);
   const streamRounds = roundsText(byRound(mux, `mux${most}`, mux, 'mux1'));
   absTarget(`mux ${most} streams aggregate vs 1 stream`, one && hundred ? hundred / one : undefined, 0.9, 'x', '>=', 2, streamRounds);
+  // Beside it, no target of their own: the same ratio for raw mode's separate connections (what this machine's CPU
+  // and the backend's writing ahead leave any relay here), and the streams' steady state, once all are running,
+  // against the one stream (docs/BENCHMARKS.md, "Where the targets stand").
+  const [rawOne, rawMost] = [value(raw, 'mux1'), value(raw, `mux${most}`)];
+  if (rawOne && rawMost) {
+    const rounds = roundsText(byRound(raw, `mux${most}`, raw, 'mux1'));
+    targets.push(`- [info] raw mode, ${most} connections aggregate vs 1: ${(rawMost / rawOne).toFixed(2)}x${rounds}`);
+  }
+  const steady = value(mux, `steady${most}`);
+  if (one && steady) {
+    const rounds = roundsText(byRound(mux, `steady${most}`, mux, 'mux1'));
+    targets.push(`- [info] mux ${most} streams, steady state (1 s, all running) vs 1 stream aggregate: ${(steady / one).toFixed(2)}x${rounds}`);
+  }
   absTarget(`mux fairness at ${most} streams`, value(mux, `fair${most}`), 0.5, '', '>=', 2);
   const top = CONN_LEVELS[CONN_LEVELS.length - 1];
   absTarget(`memory per idle raw connection at ${top}`, value(raw, `mem${top}`), 30, ' KiB');

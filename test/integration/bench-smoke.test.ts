@@ -125,6 +125,10 @@ describe('npm run bench, at toy sizes', () => {
     const twoRounds = '; rounds \\d+\\.\\d\\dx, \\d+\\.\\d\\dx\\)';
     for (const m of ['up', 'down', 'echo']) expect(out).toMatch(new RegExp(`mux \\(1 stream, SDK\\) ${m} vs raw: \\d+\\.\\d\\dx \\(target >= 0\\.9x[^)]*${twoRounds}`));
     expect(out).toMatch(new RegExp(`mux 10 streams aggregate vs 1 stream: \\d+\\.\\d\\dx \\(target >= 0\\.9x[^)]*${twoRounds}`));
+    // Beside that target, the same ratio for raw mode's connections and the streams' steady state, round by round.
+    const twoInfoRounds = '; rounds \\d+\\.\\d\\dx, \\d+\\.\\d\\dx$';
+    expect(out).toMatch(new RegExp(`^- \\[info\\] raw mode, 10 connections aggregate vs 1: \\d+\\.\\d\\dx${twoInfoRounds}`, 'm'));
+    expect(out).toMatch(new RegExp(`^- \\[info\\] mux 10 streams, steady state \\(1 s, all running\\) vs 1 stream aggregate: \\d+\\.\\d\\dx${twoInfoRounds}`, 'm'));
     expect(out).toContain('after 1 MiB moved the same way, unmeasured, by the same client process');
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
