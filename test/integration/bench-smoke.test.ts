@@ -140,9 +140,14 @@ describe('node bench/cpu-probe.mjs, at toy sizes', () => {
   it('reports MB/s and CPU per GiB for one transfer and for parallel downloads, and the latter over time', { timeout: 120_000 }, async () => {
     const profiles = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-profiles-'));
     for (const phase of ['echo', 'par100']) {
-      const env = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_TIMELINE_MS: '20', BENCH_SCHED_MS: '20' };
       // BENCH_PROFILE (echo only, to keep it short): a --cpu-prof of every client process and of each gateway.
-      if (phase === 'echo') env.BENCH_PROFILE = profiles;
+      const env: NodeJS.ProcessEnv = {
+        ...inheritedEnv(),
+        BENCH_CLIENT_WARMUP_MB: '1',
+        BENCH_TIMELINE_MS: '20',
+        BENCH_SCHED_MS: '20',
+        ...(phase === 'echo' && { BENCH_PROFILE: profiles }),
+      };
       const { code, out, err } = await runScript([join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw,sockgate-mux', phase, '1', '8'], env, 50_000);
       expect(code, err.slice(-4000)).toBe(0);
       if (phase === 'echo') {
