@@ -18,7 +18,7 @@ import { execFile } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processTree, schedMs } from './procmem.mjs';
-import { relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
+import { cpuProfArgs, relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [keysArg, phase = 'down', roundsArg = '3', mibArg = '1024'] = process.argv.slice(2);
@@ -54,9 +54,6 @@ const schedEveryMs = Number(process.env.BENCH_SCHED_MS) || undefined;
 /** Each client process moves this much unmeasured first, the same way (bench/client.mjs: warmupBytes). */
 const warmupBytes = Number(process.env.BENCH_CLIENT_WARMUP_MB ?? 64) * 1024 * 1024;
 
-const profileArgs = (key) =>
-  profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=client-${key}-${phase}-${Date.now()}.cpuprofile`] : [];
-
 /**
  * One transfer in a client process of its own; its CPU, the relay's and the backend's are read inside it, around
  * the measured transfer only. Waited for asynchronously: this process reads the relays' output meanwhile
@@ -71,7 +68,7 @@ async function transfer(key, bytes) {
   const { stdout, stderr, status } = await new Promise((resolve) => {
     const child = execFile(
       process.execPath,
-      [...profileArgs(key), join(root, 'bench/client.mjs'), JSON.stringify(task)],
+      [...cpuProfArgs(profileDir, `client-${key}-${phase}`), join(root, 'bench/client.mjs'), JSON.stringify(task)],
       { env: { ...process.env, NODE_PATH: join(root, 'bench/shim') }, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => resolve({ stdout, stderr, status: err?.code ?? 0 }),
     );

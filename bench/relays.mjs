@@ -124,6 +124,14 @@ async function perRoute(backendPorts, argvFor) {
 }
 
 /**
+ * Node's arguments for a `--cpu-prof` into `dir` named `<name>-<now>.cpuprofile` (bench/profile-top.mjs reads it);
+ * none without a `dir`. For the relays here, and the clients of bench/run.mjs and bench/cpu-probe.mjs.
+ */
+export function cpuProfArgs(dir, name) {
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}-${Date.now()}.cpuprofile`] : [];
+}
+
+/**
  * @param root      the repository
  * @param variants  [{ name, dist }]: more sockgate builds to compare (e.g. a copy of dist/ before a change)
  * @param profileDir when set, sockgate runs with --cpu-prof into this directory
@@ -170,7 +178,7 @@ export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
       ws: true,
       async start(backendPorts) {
         const port = await freePort();
-        const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=bare-${Date.now()}.cpuprofile`] : [];
+        const prof = cpuProfArgs(profileDir, 'bare');
         const child = launch(process.execPath, [...prof, join(root, 'bench/bare-bridge.mjs'), String(port), JSON.stringify(backendPorts)]);
         await waitPort(port, child);
         const urls = Object.fromEntries(ROUTES.map((r) => [r, `ws://127.0.0.1:${port}/${r}`]));
@@ -191,7 +199,7 @@ export function relayDefs({ root, variants = [], profileDir, pageOrigin }) {
       // The browser section's page (bench/browser.mjs) is served from its own loopback port: allow its origin.
       const origins = pageOrigin ? [pageOrigin] : [];
       writeFileSync(config, JSON.stringify({ listen: `127.0.0.1:${port}`, routes, allowAnonymous: true, limits, origins }));
-      const prof = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, `--cpu-prof-name=${label}${suffix}-${Date.now()}.cpuprofile`] : [];
+      const prof = cpuProfArgs(profileDir, `${label}${suffix}`);
       const cli = join(dist, 'server/cli.js');
       const child = launch(process.execPath, [...prof, cli, 'serve', '--config', config]);
       child.once('exit', () => {

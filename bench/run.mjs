@@ -20,7 +20,7 @@ import { openConn } from './conns.mjs';
 import { FILLER } from './pattern.mjs';
 import { roundRatios, roundsText } from './rounds.mjs';
 import { treeMemory } from './procmem.mjs';
-import { freePort, relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
+import { cpuProfArgs, freePort, relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -110,7 +110,7 @@ const CLIENT_ENV = { ...process.env, NODE_PATH: join(root, 'bench/shim') };
 
 /** Run one measurement in its own client process; resolves with its JSON result, rejects with its error. */
 function runClient(task, timeoutMs = 4 * STEP_TIMEOUT_MS, label = task.task) {
-  const prof = PROFILE_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-name=client-${label}-${Date.now()}.cpuprofile`] : [];
+  const prof = cpuProfArgs(PROFILE_DIR, `client-${label}`);
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...prof, join(root, 'bench/client.mjs'), JSON.stringify({ stepTimeoutMs: STEP_TIMEOUT_MS, ...task })], {
       stdio: ['ignore', 'pipe', 'pipe'],

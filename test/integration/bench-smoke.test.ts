@@ -135,10 +135,12 @@ describe('npm run bench, at toy sizes', () => {
 });
 
 describe('node bench/cpu-probe.mjs, at toy sizes', () => {
+  // BENCH_PROFILE's directory, removed however the test ends.
+  const profiles = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-profiles-'));
+  afterAll(() => rmSync(profiles, { recursive: true, force: true }));
   // par100: hundreds of gateway log lines per transfer, more than a pipe holds: the probe must read them meanwhile
   // (a gateway whose log pipe is full waits at its next line).
   it('reports MB/s and CPU per GiB for one transfer and for parallel downloads, and the latter over time', { timeout: 120_000 }, async () => {
-    const profiles = mkdtempSync(join(os.tmpdir(), 'sockgate-bench-profiles-'));
     for (const phase of ['echo', 'par100']) {
       // BENCH_PROFILE (echo only, to keep it short): a --cpu-prof of every client process and of each gateway.
       const env: NodeJS.ProcessEnv = {
@@ -152,7 +154,6 @@ describe('node bench/cpu-probe.mjs, at toy sizes', () => {
       expect(code, err.slice(-4000)).toBe(0);
       if (phase === 'echo') {
         const files = readdirSync(profiles);
-        rmSync(profiles, { recursive: true, force: true });
         // Per relay: the warm-up's client and the measured one's; and the gateway's, written as it stopped.
         for (const key of ['sockgate-raw', 'sockgate-mux']) {
           expect(files.filter((f) => f.startsWith(`client-${key}-echo-`) && f.endsWith('.cpuprofile')), key).toHaveLength(2);
