@@ -126,20 +126,18 @@ function pinToOneCpu(pinned) {
   };
 }
 
-/** Round trips not counted at the start of each connection. */
-const RTT_WARMUP = 100;
-
 /**
  * Round trips of 32 bytes through every relay of `targets` ({ key: target }) at once, interleaved: `rounds` passes,
  * each one round trip through every relay in turn, the first of the turn moving on by one each pass. So every
  * relay is measured over the same stretch of time, in the same state of this shared machine. One relay after
  * another, 2,000 round trips each, the p50 of the same relay moved by a third from one stretch to the next, as the
  * scheduler settled the client, the relay and the backend on the 2 CPUs differently each time (docs/BENCHMARKS.md);
- * interleaved, each relay's p50 stays within a few percent from run to run. `pinned`: see pinToOneCpu.
+ * interleaved, each relay's p50 stays within a few percent from run to run. `warmup`: passes made first, not counted
+ * (bench/run.mjs, RTT_WARMUP). `pinned`: see pinToOneCpu.
  * Returns { key: { p50, p99 } }, or { key: { error } } for a relay that failed: it could not connect, or a round
  * trip took longer than `timeoutMs` (the others go on).
  */
-async function roundTrips({ targets, rounds, pinned, timeoutMs = 10_000 }) {
+async function roundTrips({ targets, rounds, warmup, pinned, timeoutMs = 10_000 }) {
   const msg = Buffer.alloc(32, 7);
   const results = {};
   let live = [];
@@ -164,7 +162,7 @@ async function roundTrips({ targets, rounds, pinned, timeoutMs = 10_000 }) {
   const pinning = pinned ? pinToOneCpu(pinned) : undefined;
   try {
     pinning?.pin();
-    for (let i = 0; i < RTT_WARMUP + rounds && live.length > 0; i++) {
+    for (let i = 0; i < warmup + rounds && live.length > 0; i++) {
       for (let j = 0; j < live.length; j++) {
         const relay = live[(i + j) % live.length];
         try {
@@ -172,7 +170,7 @@ async function roundTrips({ targets, rounds, pinned, timeoutMs = 10_000 }) {
           const echoed = new Promise((r) => (relay.waiting = r));
           await relay.conn.write(msg);
           await timeout(echoed, 'round trip', timeoutMs);
-          if (i >= RTT_WARMUP) relay.samples.push((performance.now() - t0) * 1000);
+          if (i >= warmup) relay.samples.push((performance.now() - t0) * 1000);
         } catch (err) {
           relay.error = String(err?.message ?? err);
         }

@@ -5,7 +5,7 @@
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
 // Knobs (env): BENCH_QUICK, BENCH_MB, BENCH_WARMUP_MB, BENCH_CLIENT_WARMUP_MB, BENCH_REPEATS, BENCH_PHASES ("up,down,downLean,echo,rtt,rttPinned"), BENCH_RTT_ROUNDS,
-// BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
+// BENCH_RTT_WARMUP, BENCH_SETUP_CONNS, BENCH_CONNS ("1000,8000"),
 // BENCH_MEM_REPEATS, BENCH_MEM_BUDGET_MB, BENCH_BP_MB, BENCH_MUX_STREAMS ("1,10,100"), BENCH_BROWSER_MB, BENCH_SECTIONS,
 // BENCH_VARIANTS ("before=/tmp/x/dist,...": more sockgate builds as extra columns), BENCH_PROFILE (a directory:
 // sockgate runs with --cpu-prof; summarise with `node bench/profile-top.mjs FILE`), BENCH_RESULTS_DIR (bench/results).
@@ -47,6 +47,12 @@ const REPEATS = num('BENCH_REPEATS', 5, 1);
 /** Rounds of the backpressure probes and the Chromium transfers: their figures move little between rounds. */
 const SLOW_REPEATS = Math.min(REPEATS, 3);
 const RTT_ROUNDS = num('BENCH_RTT_ROUNDS', 2000, 300);
+/**
+ * Round trips through each relay before the measured ones, unmeasured. The client is a fresh process: after 100,
+ * V8 was still compiling `ws` and the SDK on its worker threads, and on one CPU those compilations stall the round
+ * trip that waits behind them, which made the p99 largely a measure of the client's start (docs/BENCHMARKS.md, "Round trip").
+ */
+const RTT_WARMUP = num('BENCH_RTT_WARMUP', 1000, 100);
 const SETUP_CONNS = num('BENCH_SETUP_CONNS', 1000, 200);
 const SETUP_CONCURRENCY = 8;
 const SETUP_MAX_MS = 15_000;
@@ -233,7 +239,7 @@ async function steadySections() {
         const targets = Object.fromEntries(measured.map((relay) => [relay.key, instances.get(relay.key).target]));
         const pinned = phase === 'rttPinned' ? [...measured.flatMap((relay) => instances.get(relay.key).pids), backends.pid] : undefined;
         try {
-          const r = await runClient({ task: 'roundTrips', targets, rounds: RTT_ROUNDS, pinned }, undefined, phase);
+          const r = await runClient({ task: 'roundTrips', targets, rounds: RTT_ROUNDS, warmup: RTT_WARMUP, pinned }, undefined, phase);
           for (const relay of measured) {
             const got = r[relay.key];
             if (got.error !== undefined) {
@@ -634,7 +640,7 @@ const report = [
   '',
   `Medians of ${REPEATS} run(s) (backpressure and Chromium: ${SLOW_REPEATS}; memory: ${MEM_REPEATS}); ${MB} MiB per transfer in 64 KiB messages, every byte checked against the pattern, ` +
     `after ${CLIENT_WARMUP_BYTES / 2 ** 20} MiB moved the same way, unmeasured, by the same client process; ` +
-    `${RTT_ROUNDS} round trips of 32 bytes; set-up: ${SETUP_CONNS} connections, ${SETUP_CONCURRENCY} at a time; ` +
+    `${RTT_ROUNDS} round trips of 32 bytes after ${RTT_WARMUP} unmeasured; set-up: ${SETUP_CONNS} connections, ${SETUP_CONCURRENCY} at a time; ` +
     `backpressure: ${BP_BYTES / 2 ** 20} MiB offered; mux streams share ${MB} MiB.`,
   '',
   ...table,

@@ -51,14 +51,15 @@ describe('bench round trips', () => {
     const keys = ['a', 'b', 'c'];
     const ports = await Promise.all(keys.map((k) => echoServer(() => order.push(k))));
     const rounds = 300;
-    const r = await runTask({ task: 'roundTrips', targets: Object.fromEntries(keys.map((k, i) => [k, tcp(ports[i]!)])), rounds });
+    const warmup = 40;
+    const r = await runTask({ task: 'roundTrips', targets: Object.fromEntries(keys.map((k, i) => [k, tcp(ports[i]!)])), rounds, warmup });
     for (const k of keys) {
       expect(r[k]!.error).toBeUndefined();
       expect(r[k]!.p50).toBeGreaterThan(0);
       expect(r[k]!.p99).toBeGreaterThanOrEqual(r[k]!.p50!);
     }
-    // 100 unmeasured passes first (bench/client.mjs RTT_WARMUP), then the measured ones.
-    const passes = 100 + rounds;
+    // `warmup` unmeasured passes first (bench/run.mjs RTT_WARMUP), then the measured ones.
+    const passes = warmup + rounds;
     expect(order).toHaveLength(passes * keys.length);
     for (let i = 0; i < passes; i++) {
       const pass = order.slice(i * keys.length, (i + 1) * keys.length);
@@ -75,7 +76,7 @@ describe('bench round trips', () => {
     const refused = (closed.address() as net.AddressInfo).port;
     await new Promise((r) => closed.close(r));
     const rounds = 200;
-    const r = await runTask({ task: 'roundTrips', targets: { good: tcp(good), stops: tcp(stops), refused: tcp(refused) }, rounds, timeoutMs: 500 });
+    const r = await runTask({ task: 'roundTrips', targets: { good: tcp(good), stops: tcp(stops), refused: tcp(refused) }, rounds, warmup: 100, timeoutMs: 500 });
     expect(r.refused!.error).toMatch(/ECONNREFUSED/);
     expect(r.stops!.error).toBe('round trip timed out after 500 ms');
     expect(r.good!.p50).toBeGreaterThan(0);

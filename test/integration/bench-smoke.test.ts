@@ -67,6 +67,7 @@ describe('npm run bench, at toy sizes', () => {
       // Two rounds: the target lines give their ratios round by round (bench/rounds.mjs).
       BENCH_REPEATS: '2',
       BENCH_RTT_ROUNDS: '50',
+      BENCH_RTT_WARMUP: '20',
       BENCH_SETUP_CONNS: '20',
       BENCH_CONNS: '20',
       BENCH_BP_MB: '8',
@@ -130,6 +131,7 @@ describe('npm run bench, at toy sizes', () => {
     expect(out).toMatch(new RegExp(`^- \\[info\\] raw mode, 10 connections aggregate vs 1: \\d+\\.\\d\\dx${twoInfoRounds}`, 'm'));
     expect(out).toMatch(new RegExp(`^- \\[info\\] mux 10 streams, steady state \\(1 s, all running\\) vs 1 stream aggregate: \\d+\\.\\d\\dx${twoInfoRounds}`, 'm'));
     expect(out).toContain('after 1 MiB moved the same way, unmeasured, by the same client process');
+    expect(out).toContain('50 round trips of 32 bytes after 20 unmeasured');
     expect(readdirSync(dir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
   });
 });
