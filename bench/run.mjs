@@ -1,6 +1,6 @@
 // sockgate benchmark: every relay side by side in one run, on loopback only. docs/BENCHMARKS.md explains each
 // measurement; usage:
-//   npm run bench                                   full run (10 to 13 minutes on 2 cores)
+//   npm run bench                                   full run (10 to 14 minutes on 2 cores)
 //   BENCH_QUICK=1 npm run bench                     smoke run (about 2 minutes)
 //   node bench/run.mjs --only sockgate-raw,websockify --sections throughput,setup
 //   node bench/run.mjs --write                      also regenerate docs/BENCHMARKS.md
