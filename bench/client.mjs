@@ -138,6 +138,7 @@ function pinToOneCpu(pinned) {
  * trip took longer than `timeoutMs` (the others go on).
  */
 async function roundTrips({ targets, rounds, warmup, pinned, timeoutMs = 10_000 }) {
+  if (!Number.isInteger(warmup) || warmup < 0) throw new Error(`roundTrips: warmup must be a count of passes, got ${warmup}`);
   const msg = Buffer.alloc(32, 7);
   const results = {};
   let live = [];

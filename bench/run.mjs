@@ -50,7 +50,8 @@ const RTT_ROUNDS = num('BENCH_RTT_ROUNDS', 2000, 300);
 /**
  * Round trips through each relay before the measured ones, unmeasured. The client is a fresh process: after 100,
  * V8 was still compiling `ws` and the SDK on its worker threads, and on one CPU those compilations stall the round
- * trip that waits behind them, which made the p99 largely a measure of the client's start (docs/BENCHMARKS.md, "Round trip").
+ * trip that waits behind them, which made the p99 largely a measure of the client's start (docs/BENCHMARKS.md,
+ * "Round trip").
  */
 const RTT_WARMUP = num('BENCH_RTT_WARMUP', 1000, 100);
 const SETUP_CONNS = num('BENCH_SETUP_CONNS', 1000, 200);
