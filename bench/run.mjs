@@ -567,6 +567,17 @@ const ratioTarget = (label, a, b, metric, want, dir = '>=') => {
   const rounds = roundsText(byRound(a, metric, b, metric));
   targets.push(`- [${met ? 'met' : 'MISSED'}] ${label}: ${r.toFixed(2)}x (target ${dir === '>=' ? '>=' : '<='} ${want}x${met ? '' : `; ${far}`}${rounds})`);
 };
+/**
+ * A ratio with no target of its own, printed beside one ([info]): cell a over cell b (relay key and metric each),
+ * with its rounds unless `withRounds` is false. Nothing when either was not measured.
+ */
+const infoRatio = (label, [a, metricA], [b, metricB], withRounds = true) => {
+  const va = value(a, metricA);
+  const vb = value(b, metricB);
+  if (va === undefined || !vb) return;
+  const rounds = withRounds ? roundsText(byRound(a, metricA, b, metricB)) : '';
+  targets.push(`- [info] ${label}: ${(va / vb).toFixed(2)}x${rounds}`);
+};
 const absTarget = (label, v, want, unit, dir = '<=', digits = 1, rounds = '') => {
   if (v === undefined) return targets.push(`- [n/a] ${label}: not measured`);
   const met = dir === '<=' ? v <= want : v >= want;
@@ -581,16 +592,11 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   ratioTarget('raw upload vs websockify', raw, 'websockify', 'up', 1.5);
   // Judged with the lean client: through ws, the client process is the ceiling for both (docs/BENCHMARKS.md).
   ratioTarget('raw download vs websockify (lean client)', raw, 'websockify', 'downLean', 1.2);
-  const [wsRaw, wsPeer] = [value(raw, 'down'), value('websockify', 'down')];
-  if (wsRaw !== undefined && wsPeer !== undefined) targets.push(`- [info] raw download vs websockify through the ws client: ${(wsRaw / wsPeer).toFixed(2)}x`);
+  infoRatio('raw download vs websockify through the ws client', [raw, 'down'], ['websockify', 'down'], false);
   ratioTarget('raw echo vs websockify', raw, 'websockify', 'echo', 1.5);
   ratioTarget('raw round trip p50 vs websockify', raw, 'websockify', 'p50', 1.0, '<=');
   // Without the scheduler's placement of the three processes, which moves the p50 above by half (docs/BENCHMARKS.md).
-  const [pinRaw, pinPeer] = [value(raw, 'p50Pinned'), value('websockify', 'p50Pinned')];
-  if (pinRaw !== undefined && pinPeer !== undefined) {
-    const rounds = roundsText(byRound(raw, 'p50Pinned', 'websockify', 'p50Pinned'));
-    targets.push(`- [info] raw round trip p50 vs websockify, every process on one CPU: ${(pinRaw / pinPeer).toFixed(2)}x${rounds}`);
-  }
+  infoRatio('raw round trip p50 vs websockify, every process on one CPU', [raw, 'p50Pinned'], ['websockify', 'p50Pinned']);
   for (const key of [raw, mux]) {
     // "A few MiB" held: read as at most 8 MiB more in flight than direct TCP's kernel buffers hold. The relay's
     // memory growth is reported in the table, without a target (it includes garbage not yet collected).
@@ -610,16 +616,8 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   // Beside it, no target of their own: the same ratio for raw mode's separate connections (what this machine's CPU
   // and the backend's writing ahead leave any relay here), and the streams' steady state, once all are running,
   // against the one stream (docs/BENCHMARKS.md, "Where the targets stand").
-  const [rawOne, rawMost] = [value(raw, 'mux1'), value(raw, `mux${most}`)];
-  if (rawOne && rawMost) {
-    const rounds = roundsText(byRound(raw, `mux${most}`, raw, 'mux1'));
-    targets.push(`- [info] raw mode, ${most} connections aggregate vs 1: ${(rawMost / rawOne).toFixed(2)}x${rounds}`);
-  }
-  const steady = value(mux, `steady${most}`);
-  if (one && steady) {
-    const rounds = roundsText(byRound(mux, `steady${most}`, mux, 'mux1'));
-    targets.push(`- [info] mux ${most} streams, steady state (1 s, all running) vs 1 stream aggregate: ${(steady / one).toFixed(2)}x${rounds}`);
-  }
+  infoRatio(`raw mode, ${most} connections aggregate vs 1`, [raw, `mux${most}`], [raw, 'mux1']);
+  infoRatio(`mux ${most} streams, steady state (1 s, all running) vs 1 stream aggregate`, [mux, `steady${most}`], [mux, 'mux1']);
   absTarget(`mux fairness at ${most} streams`, value(mux, `fair${most}`), 0.5, '', '>=', 2);
   const top = CONN_LEVELS[CONN_LEVELS.length - 1];
   absTarget(`memory per idle raw connection at ${top}`, value(raw, `mem${top}`), 30, ' KiB');
