@@ -614,8 +614,8 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   const streamRounds = roundsText(byRound(mux, `mux${most}`, mux, 'mux1'));
   absTarget(`mux ${most} streams aggregate vs 1 stream`, one && hundred ? hundred / one : undefined, 0.9, 'x', '>=', 2, streamRounds);
   // Beside it, no target of their own: the same ratio for raw mode's separate connections (what this machine's CPU
-  // and the backend's writing ahead leave any relay here), and the streams' steady state, once all are running,
-  // against the one stream (docs/BENCHMARKS.md, "Where the targets stand").
+  // leaves any relay here), and the streams' steady state, once all are running, against the one stream
+  // (docs/BENCHMARKS.md, "Where the targets stand").
   infoRatio(`raw mode, ${most} connections aggregate vs 1`, [raw, `mux${most}`], [raw, 'mux1']);
   infoRatio(`mux ${most} streams, steady state (1 s, all running) vs 1 stream aggregate`, [mux, `steady${most}`], [mux, 'mux1']);
   absTarget(`mux fairness at ${most} streams`, value(mux, `fair${most}`), 0.5, '', '>=', 2);
