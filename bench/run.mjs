@@ -557,44 +557,42 @@ const table = [
 const targets = [];
 /** Each round's ratio of two cells (relay key and metric each), for the target lines. */
 const byRound = (a, metricA, b, metricB) => roundRatios(results[a]?.[metricA], results[b]?.[metricB], REPEATS);
-const ratioTarget = (label, a, b, metric, want, dir = '>=') => {
-  const va = value(a, metric);
-  const vb = value(b, metric);
-  if (va === undefined || vb === undefined) return targets.push(`- [n/a] ${label}: not measured`);
-  const r = va / vb;
-  const met = dir === '>=' ? r >= want : r <= want;
-  const far = dir === '>=' ? `${((1 - r / want) * 100).toFixed(0)}% short` : `${((r / want - 1) * 100).toFixed(0)}% over`;
-  const rounds = roundsText(byRound(a, metric, b, metric));
-  targets.push(`- [${met ? 'met' : 'MISSED'}] ${label}: ${r.toFixed(2)}x (target ${dir === '>=' ? '>=' : '<='} ${want}x${met ? '' : `; ${far}`}${rounds})`);
-};
-/**
- * A ratio with no target of its own, printed beside one ([info]): cell a over cell b (relay key and metric each),
- * with its rounds unless `withRounds` is false. Nothing when either was not measured.
- */
-const infoRatio = (label, [a, metricA], [b, metricB], withRounds = true) => {
-  const va = value(a, metricA);
-  const vb = value(b, metricB);
-  if (va === undefined || !vb) return;
-  const rounds = withRounds ? roundsText(byRound(a, metricA, b, metricB)) : '';
-  targets.push(`- [info] ${label}: ${(va / vb).toFixed(2)}x${rounds}`);
-};
 const absTarget = (label, v, want, unit, dir = '<=', digits = 1, rounds = '') => {
   if (v === undefined) return targets.push(`- [n/a] ${label}: not measured`);
   const met = dir === '<=' ? v <= want : v >= want;
   const far = dir === '<=' ? `${((v / want - 1) * 100).toFixed(0)}% over` : `${((1 - v / want) * 100).toFixed(0)}% short`;
   targets.push(`- [${met ? 'met' : 'MISSED'}] ${label}: ${v.toFixed(digits)}${unit} (target ${dir} ${want}${unit}${met ? '' : `; ${far}`}${rounds})`);
 };
+/** Cell a over cell b (relay key and metric each); undefined unless both were measured (and b is not 0). */
+const ratio = ([a, metricA], [b, metricB]) => {
+  const va = value(a, metricA);
+  const vb = value(b, metricB);
+  return va === undefined || !vb ? undefined : va / vb;
+};
+/** A target on the ratio of cell a over cell b, judged as absTarget judges a value, with its rounds. */
+const ratioTarget = (label, [a, metricA], [b, metricB], want, dir = '>=') =>
+  absTarget(label, ratio([a, metricA], [b, metricB]), want, 'x', dir, 2, roundsText(byRound(a, metricA, b, metricB)));
+/**
+ * A ratio with no target of its own, printed beside one ([info]), with its rounds unless `withRounds` is false.
+ * Nothing when either cell was not measured.
+ */
+const infoRatio = (label, [a, metricA], [b, metricB], withRounds = true) => {
+  const r = ratio([a, metricA], [b, metricB]);
+  if (r === undefined) return;
+  const rounds = withRounds ? roundsText(byRound(a, metricA, b, metricB)) : '';
+  targets.push(`- [info] ${label}: ${r.toFixed(2)}x${rounds}`);
+};
 for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
   const raw = `sockgate-raw${suffix}`;
   const mux = `sockgate-mux${suffix}`;
   if (!results[raw] && !results[mux]) continue;
   if (suffix) targets.push(`\nBuild ${suffix.slice(1)}:`);
-  ratioTarget('raw upload vs websockify', raw, 'websockify', 'up', 1.5);
+  ratioTarget('raw upload vs websockify', [raw, 'up'], ['websockify', 'up'], 1.5);
   // Judged with the lean client: through ws, the client process is the ceiling for both (docs/BENCHMARKS.md).
-  ratioTarget('raw download vs websockify (lean client)', raw, 'websockify', 'downLean', 1.2);
+  ratioTarget('raw download vs websockify (lean client)', [raw, 'downLean'], ['websockify', 'downLean'], 1.2);
   infoRatio('raw download vs websockify through the ws client', [raw, 'down'], ['websockify', 'down'], false);
-  ratioTarget('raw echo vs websockify', raw, 'websockify', 'echo', 1.5);
-  ratioTarget('raw round trip p50 vs websockify', raw, 'websockify', 'p50', 1.0, '<=');
+  ratioTarget('raw echo vs websockify', [raw, 'echo'], ['websockify', 'echo'], 1.5);
+  ratioTarget('raw round trip p50 vs websockify', [raw, 'p50'], ['websockify', 'p50'], 1.0, '<=');
   // Without the scheduler's placement of the three processes, which moves the p50 above by half (docs/BENCHMARKS.md).
   infoRatio('raw round trip p50 vs websockify, every process on one CPU', [raw, 'p50Pinned'], ['websockify', 'p50Pinned']);
   for (const key of [raw, mux]) {
@@ -607,12 +605,9 @@ for (const suffix of ['', ...VARIANTS.map((v) => `@${v.name}`)]) {
       absTarget(`${key} held when the ${side} stops reading, beyond direct TCP`, held === undefined ? undefined : held - base, 8, ' MiB');
     }
   }
-  for (const m of ['up', 'down', 'echo']) ratioTarget(`mux (1 stream, SDK) ${m} vs raw`, mux, raw, m, 0.9);
+  for (const m of ['up', 'down', 'echo']) ratioTarget(`mux (1 stream, SDK) ${m} vs raw`, [mux, m], [raw, m], 0.9);
   const most = MUX_STREAMS[MUX_STREAMS.length - 1];
-  const one = value(mux, 'mux1');
-  const hundred = value(mux, `mux${most}`);
-  const streamRounds = roundsText(byRound(mux, `mux${most}`, mux, 'mux1'));
-  absTarget(`mux ${most} streams aggregate vs 1 stream`, one && hundred ? hundred / one : undefined, 0.9, 'x', '>=', 2, streamRounds);
+  ratioTarget(`mux ${most} streams aggregate vs 1 stream`, [mux, `mux${most}`], [mux, 'mux1'], 0.9);
   // Beside it, no target of their own: the same ratio for raw mode's separate connections (what this machine's CPU
   // leaves any relay here), and the streams' steady state, once all are running, against the one stream
   // (docs/BENCHMARKS.md, "Where the targets stand").
