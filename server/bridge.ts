@@ -22,7 +22,7 @@ import { SockgateError } from '../shared/errors.js';
 import { JoinedQueue } from '../shared/joined-queue.js';
 import type { Stream } from '../shared/session.js';
 import { backendError } from './backend.js';
-import { SMALL_READ_BYTES, sharedReadBuffer } from './read-buffer.js';
+import { SMALL_READ_BYTES, giveReadBuffer, lendRead, releaseRead, sharedReadBuffer, takeReadBuffer } from './read-buffer.js';
 import type { ReadGate } from './read-gate.js';
 
 /** The log methods the bridge uses: pino's (Fastify's logger), or any object with the same calls. */
@@ -126,6 +126,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     return true;
   };
   stream.onDrain = () => {
+    letGo();
     if (gate && bulk && gate.contended) gate.wait(resume);
     else socket?.resume();
   };
@@ -134,20 +135,49 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
     opts.onActivity?.();
     if (!stream.write(chunk)) socket!.pause();
   };
+  const shared = sharedReadBuffer();
+  /** The buffer the socket reads into next (Node asks after every read). */
+  let next: Uint8Array = shared;
+  /** A lent read the stream still refers to (its write returned false): let go on onDrain, or when it closes. */
+  let held: Uint8Array | undefined;
+  function letGo(): void {
+    if (held) releaseRead(held);
+    held = undefined;
+  }
   /**
-   * A read into the shared buffer: the engine copies what it keeps. False pauses the socket: until onDrain when
-   * the stream pushed back, else until the gate's turn (a bulk read that went out whole, but other bulk sockets
-   * compete and the transport has no room for another read, or others wait for it).
+   * Reads go into the shared buffer, of which the engine copies what it keeps, until one fills it (a bulk
+   * transfer: more is waiting). From then on each read goes into a pooled buffer lent to the engine whole, whose
+   * DATA frames the transport writes as views of it (server/read-buffer.ts lendRead); a read that does not fill
+   * its buffer, or after which the socket pauses, puts the socket back on the shared one, so that neither an idle
+   * socket nor a paused one pins a buffer (at 100 streams the gate pauses each socket after every read, and 100
+   * pinned buffers cost the gateway more CPU than the copies they save: docs/BENCHMARKS.md).
+   *
+   * False pauses the socket: until onDrain when the stream pushed back, else until the gate's turn (a bulk read
+   * that went out whole, but other bulk sockets compete and the transport has no room for another read, or others
+   * wait for it).
    */
   const onread: OnReadOpts = {
-    buffer: sharedReadBuffer(),
+    buffer: () => next,
     callback: (n, buf) => {
       opts.onActivity?.();
       setBulk(n >= SMALL_READ_BYTES);
-      if (!stream.write(buf.subarray(0, n), true)) return false;
-      if (!gate || !bulk || !gate.contended || gate.mayReadOn()) return true;
-      gate.wait(resume);
-      return false;
+      let flowing: boolean;
+      if (buf === shared || n < SMALL_READ_BYTES) {
+        flowing = stream.write(buf.subarray(0, n), true);
+        if (buf !== shared) giveReadBuffer(buf);
+      } else {
+        lendRead(buf);
+        flowing = stream.write(buf.subarray(0, n));
+        // Written out whole, or dropped (the stream closed): the frames hold what they carry.
+        if (flowing || stream.isClosed) releaseRead(buf);
+        else held = buf;
+      }
+      if (flowing && gate && bulk && gate.contended && !gate.mayReadOn()) {
+        gate.wait(resume);
+        flowing = false;
+      }
+      next = flowing && n === buf.length ? takeReadBuffer() : shared;
+      return flowing;
     },
   };
   const onSocketEnd = (): void => {
@@ -175,6 +205,7 @@ export function bridgeStream(stream: Stream, opts: BridgeOptions): void {
   };
 
   stream.onClose = (err) => {
+    letGo();
     setBulk(false);
     gate?.forget(resume);
     if (socket) {

@@ -9,8 +9,10 @@
  * into a recycled buffer from a small process-wide pool when the read was large, or into an exact-size buffer
  * when it was small (a few keystrokes must not pin 256 KiB). The copy costs far less than the allocation did,
  * and a socket in a bulk transfer skips it: it reads straight into recycled buffers (pooledReads).
- * Mux streams skip even that copy: the engine copies each read straight into DATA frames and keeps a copy only
- * of what must wait for credit (Stream.write(chunk, borrowed), shared/session.ts).
+ * Mux streams skip even that copy: the engine copies each read in the shared buffer straight into DATA frames
+ * and keeps a copy only of what must wait for credit (Stream.write(chunk, borrowed), shared/session.ts); and on
+ * the gateway's side a bulk read's pooled buffer is lent to the engine whole, its DATA frames written to the
+ * socket as views of it (lendRead, server/mux.ts WsTransport): no copy at all.
  */
 import { Buffer } from 'node:buffer';
 import type { OnReadOpts } from 'node:net';
@@ -61,6 +63,48 @@ function copyOut(buf: Uint8Array, n: number): ReadChunk {
   const memory = readPool.take();
   memory.set(buf.subarray(0, n));
   return pooledChunk(memory, n);
+}
+
+/**
+ * Reads lent out whole: how many holders each lent buffer has (the bridge until its stream took the read, then
+ * each DATA frame until the socket wrote it). The last releaseRead() gives the buffer back to the pool. Weak: a
+ * buffer whose holders never all let go (a socket destroyed before it called back) is left to the garbage
+ * collector, never kept.
+ */
+const lent = new WeakMap<ArrayBufferLike, number>();
+
+/** A pooled READ_BUFFER_BYTES buffer for a socket's next read (give it back with giveReadBuffer if unlent). */
+export function takeReadBuffer(): Uint8Array {
+  return readPool.take();
+}
+
+/** Give back a buffer from takeReadBuffer() that was never lent. */
+export function giveReadBuffer(bytes: Uint8Array): void {
+  readPool.give(bytes);
+}
+
+/** Lend out `bytes`, a view of a buffer from takeReadBuffer(), with the caller as its one holder. */
+export function lendRead(bytes: Uint8Array): void {
+  lent.set(bytes.buffer, 1);
+}
+
+/** One more holder of `bytes` if they are a view of a lent buffer; false (nothing held) otherwise. */
+export function holdIfLent(bytes: Uint8Array): boolean {
+  const n = lent.get(bytes.buffer);
+  if (n === undefined) return false;
+  lent.set(bytes.buffer, n + 1);
+  return true;
+}
+
+/** One holder of a lent buffer lets go of it (any view of it); the last gives it back to the pool. */
+export function releaseRead(bytes: Uint8Array): void {
+  const n = lent.get(bytes.buffer);
+  if (n === undefined) return;
+  if (n > 1) lent.set(bytes.buffer, n - 1);
+  else {
+    lent.delete(bytes.buffer);
+    readPool.give(bytes);
+  }
 }
 
 /**

@@ -50,7 +50,9 @@ export interface Transport {
   /**
    * Optional: send one DATA frame of `data` (1 to MAX_DATA_PAYLOAD bytes) for the stream, framed by the transport
    * itself (the Node SDK masks the payload straight into its WebSocket frame: one copy instead of two). `data` may
-   * be reused once this returns. Without it the engine encodes the frame and calls send().
+   * be reused once this returns, unless its writer lent it to the transport (the gateway writes pieces of a
+   * lent backend read as they are, holding the read until the socket wrote them: server/read-buffer.ts). Without
+   * it the engine encodes the frame and calls send().
    */
   sendData?(streamId: number, data: Uint8Array): void;
   /** Bytes handed to send() but not yet written to the network (WebSocket.bufferedAmount). */
@@ -190,7 +192,9 @@ export class Stream {
    *
    * `borrowed`: the caller reuses the chunk's memory as soon as write() returns (a shared read buffer). What
    * went out at once was copied into DATA frames already; only the part that must wait for credit or for the
-   * transport is copied, so a flowing stream makes no copy beyond the frame's own.
+   * transport is copied, so a flowing stream makes no copy beyond the frame's own. Not borrowed: the engine refers
+   * to the chunk until it has been sent (write() returned true, or onDrain), or the stream closed; the transport
+   * may hold on to it longer only if it was lent (Transport.sendData).
    */
   write(chunk: Uint8Array, borrowed = false): boolean {
     if (this.state === 'closed' || this.endRequested) return false;

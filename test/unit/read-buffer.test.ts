@@ -4,7 +4,18 @@
  * (test/integration/raw.test.ts runs the same code under real sockets, mixing connections.)
  */
 import { describe, expect, it } from 'vitest';
-import { READ_BUFFER_BYTES, SMALL_READ_BYTES, pooledReads, sharedReadBuffer, type ReadChunk } from '../../server/read-buffer.js';
+import {
+  READ_BUFFER_BYTES,
+  SMALL_READ_BYTES,
+  giveReadBuffer,
+  holdIfLent,
+  lendRead,
+  pooledReads,
+  releaseRead,
+  sharedReadBuffer,
+  takeReadBuffer,
+  type ReadChunk,
+} from '../../server/read-buffer.js';
 
 function reader() {
   const chunks: ReadChunk[] = [];
@@ -67,5 +78,30 @@ describe('pooledReads', () => {
     expect(chunk.held).toBe(10);
     expect([...chunk.bytes]).toEqual(new Array(10).fill(10));
     expect(r.buffer()).toBe(sharedReadBuffer());
+  });
+});
+
+describe('lent reads', () => {
+  it('go back to the pool with the last holder, and only then', () => {
+    const read = takeReadBuffer();
+    lendRead(read);
+    expect(holdIfLent(read.subarray(10, 20))).toBe(true); // a frame takes a piece
+    expect(holdIfLent(read.subarray(20, 30))).toBe(true); // and another
+    releaseRead(read); // the lender lets go
+    releaseRead(read.subarray(10, 20));
+    const meanwhile = takeReadBuffer();
+    expect(meanwhile.buffer).not.toBe(read.buffer);
+    giveReadBuffer(meanwhile);
+    releaseRead(read.subarray(20, 30)); // the last holder
+    expect(takeReadBuffer().buffer).toBe(read.buffer);
+    // Given back, it is lent no more: nothing holds it, and a stray release changes nothing.
+    expect(holdIfLent(read)).toBe(false);
+    releaseRead(read);
+    expect(takeReadBuffer().buffer).not.toBe(read.buffer);
+  });
+
+  it('a buffer that was never lent is not held', () => {
+    expect(holdIfLent(new Uint8Array(100))).toBe(false);
+    expect(holdIfLent(sharedReadBuffer())).toBe(false);
   });
 });

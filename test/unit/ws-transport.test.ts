@@ -7,8 +7,9 @@ import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { WsTransport } from '../../server/mux.js';
-import { HEADER_BYTES } from '../../shared/constants.js';
+import { WsTransport, dataFrameHead } from '../../server/mux.js';
+import { READ_BUFFER_BYTES, giveReadBuffer, lendRead, releaseRead, takeReadBuffer } from '../../server/read-buffer.js';
+import { HEADER_BYTES, MAX_DATA_PAYLOAD } from '../../shared/constants.js';
 import { encodeData, encodeWindow } from '../../shared/encode.js';
 import { waitFor } from '../helpers/backends.js';
 import { bufferless } from '../helpers/frames.js';
@@ -138,4 +139,61 @@ describe('WsTransport', () => {
       // The DATA frame's memory went back to the pool once ws had written it.
       expect(transport.frameBuffer(HEADER_BYTES + 20_000)!.buffer).toBe(frame.buffer);
     }));
+
+  it("the gateway's side writes a lent read's DATA as views of it, and the read goes back to the pool only once the socket wrote them", () =>
+    withPair(async ({ server, socket, client }) => {
+      const atClient: Buffer[] = [];
+      client.on('message', (m: Buffer) => atClient.push(m));
+      const transport = new WsTransport(server, MAX_BUFFERED, undefined, socket);
+      const read = takeReadBuffer();
+      read.set(noiseBytes(READ_BUFFER_BYTES, 7));
+      lendRead(read); // as the bridge does with a bulk read
+      const expected: Uint8Array[] = [];
+      // The WebSocket header's three length forms: 2, 4 and 10 bytes (a message of 7, 1,006 and 65,542 bytes).
+      const pieces = [read.subarray(0, 1), read.subarray(1, 1001), read.subarray(1001, 1001 + MAX_DATA_PAYLOAD)];
+      for (const [i, piece] of pieces.entries()) {
+        transport.sendData!(2 * i + 2, piece);
+        expected.push(encodeData(2 * i + 2, piece));
+        if (i === 0) {
+          transport.send(text('between')); // ws's own frame, in order with ours
+          expected.push(text('between'));
+        }
+      }
+      const notLent = noiseBytes(300, 3);
+      transport.sendData!(9, notLent); // not a lent read: copied into a frame for ws
+      expected.push(encodeData(9, notLent));
+      releaseRead(read); // the bridge lets go: the frames, still in the corked socket, hold the read
+      const other = takeReadBuffer();
+      expect(other.buffer).not.toBe(read.buffer);
+      giveReadBuffer(other);
+      expect(socket.writableLength).toBeGreaterThan(MAX_DATA_PAYLOAD);
+
+      await waitFor(() => atClient.length === expected.length, 5000, 'every frame at the client');
+      expect(atClient.map((m, i) => m.equals(expected[i]!))).toEqual(expected.map(() => true));
+      await waitFor(() => transport.bufferedAmount === 0, 5000, 'write callbacks');
+      // Written: the read is the next one the pool hands out.
+      expect(takeReadBuffer().buffer).toBe(read.buffer);
+
+      server.close();
+      const late = takeReadBuffer();
+      lendRead(late);
+      transport.sendData!(11, late.subarray(0, 1000)); // closing: copied for ws.send, which drops it; not held
+      releaseRead(late);
+      expect(takeReadBuffer().buffer).toBe(late.buffer);
+      await waitFor(() => transport.bufferedAmount === 0, 5000, 'the dropped frame uncounted');
+      expect(atClient.length).toBe(expected.length);
+    }));
+
+  it('frames a DATA head as ws frames the same message, for each length form', () => {
+    for (const n of [1, 119, 120, 65_529, 65_530, MAX_DATA_PAYLOAD]) {
+      const payload = noiseBytes(n, n);
+      const head = dataFrameHead(0x01020304, n);
+      const frame = Buffer.concat([head, payload]);
+      const message = encodeData(0x01020304, payload);
+      // ws's own framing of the same message: FIN + binary, then the shortest length form (RFC 6455 5.2).
+      const m = message.length;
+      const wsHead = m < 126 ? [0x82, m] : m < 65_536 ? [0x82, 126, m >> 8, m & 0xff] : [0x82, 127, 0, 0, 0, 0, 0, m >> 16, (m >> 8) & 0xff, m & 0xff];
+      expect(frame.equals(Buffer.concat([Buffer.from(wsHead), message]))).toBe(true);
+    }
+  });
 });
