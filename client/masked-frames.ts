@@ -1,8 +1,8 @@
 /**
  * DATA frames written straight to the socket under a `ws` client WebSocket, masked in the same pass that copies
  * the payload (Node only: the SDK's NodeWebSocket in client/node.ts, and the agent's dial through WsTransport in
- * server/mux.ts); small control frames the same way (writeMaskedMessageBeside); and unmaskInPlace(), with which the gateway's frame reader unmasks what a client sent
- * (client/frame-reader.ts).
+ * server/mux.ts); small control frames the same way (writeMaskedMessageBeside); unmaskInPlace(), with which the gateway's frame reader unmasks what a client sent
+ * (client/frame-reader.ts); and writeMessageHead(), which also frames the gateway's unmasked DATA (server/mux.ts).
  *
  * A client masks every frame it sends (RFC 6455 5.3). Through ws.send(), a DATA frame cost two copies of its
  * payload and two 64 KiB allocations: shared/encode.ts copied the application's bytes behind the 6-byte header,
@@ -110,7 +110,7 @@ function nextKey(): Uint8Array {
 
 /** Bytes of the masked WebSocket message carrying `messageBytes`: its header (2 + 0, 2 or 8 + 4 key bytes) and them. */
 function maskedMessageBytes(messageBytes: number): number {
-  return (messageBytes < 126 ? 2 : messageBytes < 65_536 ? 4 : 10) + 4 + messageBytes;
+  return messageHeadBytes(messageBytes) + 4 + messageBytes;
 }
 
 /** Bytes of the masked WebSocket message carrying a DATA frame of `payloadBytes`. */
@@ -118,30 +118,42 @@ export function maskedDataFrameBytes(payloadBytes: number): number {
   return maskedMessageBytes(HEADER_BYTES + payloadBytes);
 }
 
+/** Bytes of the header of an unmasked WebSocket message carrying `messageBytes`: 2, 4 or 10 (RFC 6455 5.2). */
+export function messageHeadBytes(messageBytes: number): number {
+  return messageBytes < 126 ? 2 : messageBytes < 65_536 ? 4 : 10;
+}
+
+/**
+ * Write the header of a final, binary WebSocket message of `messageBytes` (at most MAX_FRAME_BYTES) into `into`,
+ * with the mask bit set when `masked` (the key is the caller's to write next); returns where it ends. The shortest
+ * length form, as ws writes it.
+ */
+export function writeMessageHead(into: Uint8Array, messageBytes: number, masked: boolean): number {
+  const maskBit = masked ? 0x80 : 0;
+  into[0] = 0x82; // FIN, binary
+  const at = messageHeadBytes(messageBytes);
+  if (at === 2) into[1] = maskBit | messageBytes;
+  else if (at === 4) {
+    into[1] = maskBit | 126;
+    into[2] = messageBytes >>> 8;
+    into[3] = messageBytes & 0xff;
+  } else {
+    // 64-bit length; a message is at most MAX_FRAME_BYTES, so only the low three bytes are not zero.
+    into[1] = maskBit | 127;
+    into.fill(0, 2, 7);
+    into[7] = messageBytes >>> 16;
+    into[8] = (messageBytes >>> 8) & 0xff;
+    into[9] = messageBytes & 0xff;
+  }
+  return at;
+}
+
 /**
  * Write the header of a masked, final, binary WebSocket message of `messageBytes` (at most MAX_FRAME_BYTES) into
  * `into`, `key` last; returns where the message itself starts.
  */
 function writeMaskedHead(into: Uint8Array, messageBytes: number, key: Uint8Array): number {
-  into[0] = 0x82; // FIN, binary
-  let at: number;
-  if (messageBytes < 126) {
-    into[1] = 0x80 | messageBytes;
-    at = 2;
-  } else if (messageBytes < 65_536) {
-    into[1] = 0x80 | 126;
-    into[2] = messageBytes >>> 8;
-    into[3] = messageBytes & 0xff;
-    at = 4;
-  } else {
-    // 64-bit length; a message is at most MAX_FRAME_BYTES, so only the low three bytes are not zero.
-    into[1] = 0x80 | 127;
-    into.fill(0, 2, 7);
-    into[7] = messageBytes >>> 16;
-    into[8] = (messageBytes >>> 8) & 0xff;
-    into[9] = messageBytes & 0xff;
-    at = 10;
-  }
+  const at = writeMessageHead(into, messageBytes, true);
   into.set(key, at);
   return at + 4;
 }

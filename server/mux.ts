@@ -13,7 +13,15 @@ import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import type { RawData, WebSocket } from 'ws';
 import { readFramesBeside, type FrameSink as ReaderSink, type ReadableSocket } from '../client/frame-reader.js';
-import { maskedDataFrameBytes, unmaskInPlace, writeMaskedDataBeside, writeMaskedMessageBeside, type FrameSink } from '../client/masked-frames.js';
+import {
+  maskedDataFrameBytes,
+  messageHeadBytes,
+  unmaskInPlace,
+  writeMaskedDataBeside,
+  writeMaskedMessageBeside,
+  writeMessageHead,
+  type FrameSink,
+} from '../client/masked-frames.js';
 import { FrameType, HEADER_BYTES, MAX_FRAME_BYTES } from '../shared/constants.js';
 import { encodeData } from '../shared/encode.js';
 import { BufferPool } from '../shared/buffer-pool.js';
@@ -105,18 +113,8 @@ const noop = (): void => {};
  */
 export function dataFrameHead(streamId: number, payloadBytes: number): Buffer {
   const m = HEADER_BYTES + payloadBytes;
-  const at = m < 126 ? 2 : m < 65_536 ? 4 : 10;
-  const head = Buffer.allocUnsafe(at + HEADER_BYTES);
-  head[0] = 0x82; // FIN, binary
-  if (at === 2) head[1] = m;
-  else if (at === 4) {
-    head[1] = 126;
-    head.writeUInt16BE(m, 2);
-  } else {
-    head[1] = 127;
-    head.writeUInt32BE(0, 2); // a frame is at most MAX_FRAME_BYTES: the high half is 0
-    head.writeUInt32BE(m, 6);
-  }
+  const head = Buffer.allocUnsafe(messageHeadBytes(m) + HEADER_BYTES);
+  const at = writeMessageHead(head, m, false);
   head[at] = FrameType.DATA;
   head[at + 1] = 0; // flags
   head.writeUInt32BE(streamId, at + 2);
