@@ -4,6 +4,7 @@
  */
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -185,15 +186,13 @@ describe('WsTransport', () => {
     }));
 
   it('frames a DATA head as ws frames the same message, for each length form', () => {
+    // ws's own framing (its Sender, which @types/ws does not declare): a server's unmasked, final, binary message.
+    const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, opts: object): Buffer[] } };
     for (const n of [1, 119, 120, 65_529, 65_530, MAX_DATA_PAYLOAD]) {
       const payload = noiseBytes(n, n);
-      const head = dataFrameHead(0x01020304, n);
-      const frame = Buffer.concat([head, payload]);
-      const message = encodeData(0x01020304, payload);
-      // ws's own framing of the same message: FIN + binary, then the shortest length form (RFC 6455 5.2).
-      const m = message.length;
-      const wsHead = m < 126 ? [0x82, m] : m < 65_536 ? [0x82, 126, m >> 8, m & 0xff] : [0x82, 127, 0, 0, 0, 0, 0, m >> 16, (m >> 8) & 0xff, m & 0xff];
-      expect(frame.equals(Buffer.concat([Buffer.from(wsHead), message]))).toBe(true);
+      const message = Buffer.from(encodeData(0x01020304, payload));
+      const byWs = Buffer.concat(Sender.frame(message, { fin: true, rsv1: false, opcode: 2, mask: false, readOnly: true }));
+      expect(Buffer.concat([dataFrameHead(0x01020304, n), payload]).equals(byWs)).toBe(true);
     }
   });
 });
