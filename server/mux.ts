@@ -191,6 +191,11 @@ export class WsTransport implements Transport {
     if (writeMaskedDataBeside(this.ws, socket, streamId, data, () => this.sent(n))) return;
     // Not open, or an extension after all: through ws.
     this.bufferedAmount -= n;
+    this.sendCopied(streamId, data);
+  }
+
+  /** DATA copied into a (pooled) frame and sent through ws, as the engine would without sendData. */
+  private sendCopied(streamId: number, data: Uint8Array): void {
     this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
   }
 
@@ -203,7 +208,7 @@ export class WsTransport implements Transport {
    */
   private sendLent(socket: FrameSink, streamId: number, data: Uint8Array): void {
     if (this.ws.readyState !== this.ws.OPEN || this.ws.extensions !== '' || !holdIfLent(data)) {
-      this.send(encodeData(streamId, data, this.frameBuffer(HEADER_BYTES + data.length)));
+      this.sendCopied(streamId, data);
       return;
     }
     const head = dataFrameHead(streamId, data.length);
