@@ -5,7 +5,7 @@ import { Buffer } from 'node:buffer';
 import { execFileSync } from 'node:child_process';
 import { lengthHeader, openConn } from './conns.mjs';
 import { MESSAGE, PatternCheck, patternAt } from './pattern.mjs';
-import { processTree, treeCpuMs } from './procmem.mjs';
+import { allowedCpus, processTree, treeCpuMs } from './procmem.mjs';
 
 const task = JSON.parse(process.argv[2]);
 const STEP_TIMEOUT_MS = task.stepTimeoutMs ?? 120_000;
@@ -446,6 +446,8 @@ async function downloads(target, streams, each, measure, timeline) {
 const tasks = { throughput, roundTrips, setup, idle, parallel };
 try {
   const result = await tasks[task.task](task);
+  // Pinned by bench/cpu-probe.mjs (BENCH_PIN): where this process's threads were allowed to run, for its report.
+  if (result !== undefined && process.env.BENCH_PIN) result.cpus = allowedCpus([process.pid]);
   if (result !== undefined) process.stdout.write(JSON.stringify(result) + '\n');
   if (task.task !== 'idle') process.exit(0);
 } catch (err) {

@@ -9,15 +9,17 @@
 //   BENCH_VARIANTS=before=/tmp/v/before/dist node bench/cpu-probe.mjs sockgate-mux@before,sockgate-mux echo 4
 //   BENCH_PROFILE=/tmp/prof node bench/cpu-probe.mjs sockgate-mux par100 1   (a --cpu-prof of each client process
 //     and of the gateway: bench/profile-top.mjs reads them)
+//   BENCH_PIN=client:1,relay:0,backend:0 node bench/cpu-probe.mjs sockgate-raw,sockgate-mux down 5   (each process
+//     on the CPUs given, with all its threads: Linux, util-linux's taskset)
 // RELAYS are bench/relays.mjs keys; PHASE one of up, down, downLean, echo, or parN: N downloads at once (mux: N
 // streams of one session; the others N connections; e.g. par100), their aggregate. Prints one line per transfer (MB/s;
 // client user + system, relay and backend CPU in ms per GiB) and the median MB/s per relay. Each relay moves
 // 128 MiB first, unmeasured, and each client process BENCH_CLIENT_WARMUP_MB (64; 0: none) the same way before the
 // measured transfer; every CPU figure is read inside the client around the measured transfer only.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { processTree, schedMs } from './procmem.mjs';
+import { allowedCpus, processTree, schedMs } from './procmem.mjs';
 import { cpuProfArgs, relayDefs, startBackends, stopAll, variantsFromEnv } from './relays.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,13 +38,17 @@ process.on('SIGTERM', () => process.exit(143));
  * gateway (written when it stops, at the end), as bench/run.mjs does.
  */
 const profileDir = process.env.BENCH_PROFILE;
+const pin = parsePin(process.env.BENCH_PIN);
 const { child: backends, ports } = await startBackends(root);
+if (pin.backend) pinTo('backend', [backends.pid], pin.backend);
 const defs = relayDefs({ root, variants: variantsFromEnv(), profileDir });
 const relays = {};
 for (const key of keys) {
   const def = defs.find((d) => d.key === key);
   if (!def) throw new Error(`unknown relay ${key} (keys: ${defs.map((d) => d.key).join(', ')})`);
   relays[key] = await def.start(ports);
+  // A relay that forks per connection (socat, websockify) passes its CPUs on to the children it forks later.
+  if (pin.relay) pinTo(key, processTree(relays[key].pids), pin.relay);
 }
 
 /** `parN`: N downloads at once (mux: streams of one session), as bench/run.mjs's mux section runs them. */
@@ -66,9 +72,11 @@ async function transfer(key, bytes) {
     : { task: 'throughput', target: relays[key].target, bytes, phases: [phase], reportCpu: true, warmupBytes, cpuOf };
   let sampler;
   const { stdout, stderr, status } = await new Promise((resolve) => {
+    const argv = [...cpuProfArgs(profileDir, `client-${key}-${phase}`), join(root, 'bench/client.mjs'), JSON.stringify(task)];
+    // Pinned from its start: taskset execs node in the same process.
     const child = execFile(
-      process.execPath,
-      [...cpuProfArgs(profileDir, `client-${key}-${phase}`), join(root, 'bench/client.mjs'), JSON.stringify(task)],
+      pin.client ? 'taskset' : process.execPath,
+      pin.client ? ['-c', pin.client, process.execPath, ...argv] : argv,
       { env: { ...process.env, NODE_PATH: join(root, 'bench/shim') }, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => resolve({ stdout, stderr, status: err?.code ?? 0 }),
     );
@@ -80,6 +88,33 @@ async function transfer(key, bytes) {
   if (result.error) throw new Error(`${key}: ${result.error}`);
   if (samples) result.sched = schedSlices(samples, result.startedAt);
   return result;
+}
+
+/**
+ * BENCH_PIN: `client:CPUS,relay:CPUS,backend:CPUS` (any of the three; CPUS as taskset takes them, e.g. `0` or `0-1`,
+ * with `+` for a comma: `0+2`). Pinned, the scheduler no longer moves the three processes between cores from one
+ * transfer to the next; e.g. `client:1,relay:0,backend:0` leaves the client a core of its own, so that the relay's
+ * CPU per byte, which it shares with the backend, sets the rate, as on a gateway whose clients are elsewhere.
+ */
+function parsePin(spec) {
+  const pin = {};
+  for (const part of (spec ?? '').split(',').filter(Boolean)) {
+    const [role, cpus] = part.split(':');
+    if (!['client', 'relay', 'backend'].includes(role) || !/^\d+([-+]\d+)*$/.test(cpus ?? '')) {
+      throw new Error(`BENCH_PIN: "${part}" is not client|relay|backend:CPUS (e.g. client:1,relay:0,backend:0)`);
+    }
+    pin[role] = cpus.replaceAll('+', ',');
+  }
+  return pin;
+}
+
+/**
+ * Every thread of each process on `cpus` (taskset -a -p); threads started later inherit it, as do forked children.
+ * Prints where they may run now, as the kernel says (a client reports its own: bench/client.mjs).
+ */
+function pinTo(name, pids, cpus) {
+  for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+  console.log(`pinned ${name}: CPUs ${allowedCpus(pids)}`);
 }
 
 /**
@@ -137,6 +172,7 @@ for (let round = 0; round < Number(roundsArg); round++) {
       `${key} ${phase}: ${rate.toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
         `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
     );
+    if (round === 0 && r.cpus) console.log(`pinned ${key} ${phase} client: CPUs ${r.cpus}`);
     if (r.timeline) console.log(`${key} ${phase}: MB/s per ${timelineMs} ms: ${r.timeline.map((x) => x.toFixed(0)).join(' ')}`);
     for (const [name, slices] of Object.entries(r.sched ?? {})) {
       console.log(`${key} ${phase}: ${name}, cores running/waiting per ${schedEveryMs} ms: ${slices.join(' ')}`);

@@ -95,3 +95,28 @@ export function schedMs(pids) {
 
 /** USER_HZ: 100 on every Linux this runs on (sysconf(_SC_CLK_TCK) is not reachable from Node). */
 const CLOCK_TICKS = 100;
+
+/**
+ * The CPUs the threads of each process may run on (`Cpus_allowed_list` of /proc/PID/task/TID/status), the distinct
+ * lists joined by ' / ' (one list when every thread has the same); '' when none could be read. Linux only.
+ */
+export function allowedCpus(pids) {
+  const lists = new Set();
+  for (const pid of pids) {
+    let tasks;
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const tid of tasks) {
+      try {
+        const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1];
+        if (list) lists.add(list);
+      } catch {
+        // a thread that ended meanwhile
+      }
+    }
+  }
+  return [...lists].join(' / ');
+}

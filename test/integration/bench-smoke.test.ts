@@ -176,6 +176,21 @@ describe('node bench/cpu-probe.mjs, at toy sizes', () => {
           expect(Math.max(...running), `${key} ${who}`).toBeGreaterThan(0);
         }
       }
+      expect(out, 'unpinned').not.toMatch(/^pinned /m);
     }
+  });
+
+  // Every process on CPU 0, which every machine has. Unpinned, they may run on every CPU (0-1 on the 2-core test
+  // machine), so these lines tell pinned from not wherever there are two or more.
+  it('pins the client, the relay and the backend where BENCH_PIN says, and refuses a spec it cannot read', { timeout: 60_000 }, async () => {
+    const args = [join(root, 'bench/cpu-probe.mjs'), 'sockgate-raw', 'down', '1', '8'];
+    const env: NodeJS.ProcessEnv = { ...inheritedEnv(), BENCH_CLIENT_WARMUP_MB: '1', BENCH_PIN: 'client:0,relay:0,backend:0' };
+    const { code, out, err } = await runScript(args, env, 40_000);
+    expect(code, err.slice(-4000)).toBe(0);
+    expect(out).toMatch(/^sockgate-raw down: \d+ MB\/s; CPU ms per GiB: client \d+ \+ \d+, relay \d+, backend \d+$/m);
+    for (const who of ['backend', 'sockgate-raw', 'sockgate-raw down client']) expect(out, who).toMatch(new RegExp(`^pinned ${who}: CPUs 0$`, 'm'));
+    const bad = await runScript(args, { ...env, BENCH_PIN: 'gateway:0' }, 20_000);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toContain('BENCH_PIN: "gateway:0" is not client|relay|backend:CPUS');
   });
 });
