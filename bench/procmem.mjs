@@ -73,6 +73,16 @@ export function treeCpuMs(roots) {
 export function schedMs(pids) {
   let run = 0;
   let wait = 0;
+  eachThread(pids, (pid, tid) => {
+    const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+    run += Number(r);
+    wait += Number(w);
+  });
+  return { run: run / 1e6, wait: wait / 1e6 };
+}
+
+/** fn(pid, tid) for each thread of each process; a process or thread that ended meanwhile (fn throws) is skipped. */
+function eachThread(pids, fn) {
   for (const pid of pids) {
     let tids;
     try {
@@ -82,15 +92,12 @@ export function schedMs(pids) {
     }
     for (const tid of tids) {
       try {
-        const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
-        run += Number(r);
-        wait += Number(w);
+        fn(pid, tid);
       } catch {
         // exited meanwhile
       }
     }
   }
-  return { run: run / 1e6, wait: wait / 1e6 };
 }
 
 /** USER_HZ: 100 on every Linux this runs on (sysconf(_SC_CLK_TCK) is not reachable from Node). */
@@ -102,21 +109,9 @@ const CLOCK_TICKS = 100;
  */
 export function allowedCpus(pids) {
   const lists = new Set();
-  for (const pid of pids) {
-    let tasks;
-    try {
-      tasks = readdirSync(`/proc/${pid}/task`);
-    } catch {
-      continue; // exited meanwhile
-    }
-    for (const tid of tasks) {
-      try {
-        const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1];
-        if (list) lists.add(list);
-      } catch {
-        // a thread that ended meanwhile
-      }
-    }
-  }
+  eachThread(pids, (pid, tid) => {
+    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1];
+    if (list) lists.add(list);
+  });
   return [...lists].join(' / ');
 }
