@@ -113,6 +113,7 @@ function parsePin(spec) {
  * Prints where they may run now, as the kernel says (a client reports its own: bench/client.mjs).
  */
 function pinTo(name, pids, cpus) {
+  if (pids.length === 0) return; // direct TCP: no relay process
   for (const pid of pids) execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
   console.log(`pinned ${name}: CPUs ${allowedCpus(pids)}`);
 }
@@ -172,7 +173,7 @@ for (let round = 0; round < Number(roundsArg); round++) {
       `${key} ${phase}: ${rate.toFixed(0)} MB/s; CPU ms per GiB: client ${(r.cpu.user / gib).toFixed(0)} + ${(r.cpu.system / gib).toFixed(0)}, ` +
         `relay ${relays[key].pids.length ? relayMs.toFixed(0) : '-'}, backend ${backendMs.toFixed(0)}`,
     );
-    if (round === 0 && r.cpus) console.log(`pinned ${key} ${phase} client: CPUs ${r.cpus}`);
+    if (round === 0 && pin.client && r.cpus) console.log(`pinned ${key} ${phase} client: CPUs ${r.cpus}`);
     if (r.timeline) console.log(`${key} ${phase}: MB/s per ${timelineMs} ms: ${r.timeline.map((x) => x.toFixed(0)).join(' ')}`);
     for (const [name, slices] of Object.entries(r.sched ?? {})) {
       console.log(`${key} ${phase}: ${name}, cores running/waiting per ${schedEveryMs} ms: ${slices.join(' ')}`);
